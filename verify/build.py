@@ -1,0 +1,45 @@
+"""The one place that builds modules: a transformers config -> nn.Module on a device.
+
+device:
+  "meta"  shapes and dtypes only, no storage: parameter counts of any size.
+  "cpu"   real tensors, randomly initialised (tiny models in tests).
+  "cuda"  real tensors on the GPU.
+  "fake"  built on meta, then materialized with `to_empty` under the FakeTensorMode given as
+          `fake_mode`: every tensor is a FakeTensor on the CPU device, nothing real is allocated.
+"""
+
+from __future__ import annotations
+
+import torch
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    try:
+        return DTYPES[name]
+    except KeyError:
+        raise ValueError(f"unknown dtype {name!r}; choose one of {', '.join(DTYPES)}") from None
+
+
+def build(config, device: str = "meta", dtype: torch.dtype = torch.float32, attn: str | None = None, fake_mode=None):
+    """Build the causal-LM module transformers maps `config` to (random init, no download).
+
+    attn: "eager" or "sdpa"; None lets transformers pick its default for the architecture.
+    """
+    from transformers import AutoModelForCausalLM
+
+    if attn is not None and attn not in ATTN_IMPLEMENTATIONS:
+        raise ValueError(f"unknown attention implementation {attn!r}; choose one of {', '.join(ATTN_IMPLEMENTATIONS)}")
+    if device == "fake" and fake_mode is None:
+        raise ValueError("device='fake' needs the FakeTensorMode to materialize under (fake_mode=...)")
+    on = {"meta": "meta", "fake": "meta", "cpu": "cpu", "cuda": "cuda"}.get(device)
+    if on is None:
+        raise ValueError(f"unknown device {device!r}; choose meta, fake, cpu or cuda")
+    with torch.device(on):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn)
+    if device == "fake":
+        with fake_mode:
+            model = model.to_empty(device="cpu")
+    return model

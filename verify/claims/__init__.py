@@ -1,0 +1,153 @@
+"""The claims ledger: one Claim per id of CLAIMS.md -> predicted, measured, tolerance, verdict.
+
+A check is a function registered with `@check(id, backend)` that measures and returns
+`judge(...)`. Checks live in one module per group of backends/owners:
+  params.py   P1-P13         (meta-device introspection)
+  memory.py   B2 B5 T1-T5 I1-I4 Q1 (fake tensors; cuda where a GPU is present)
+  shard.py    T6             (FSDP2 on a fake process group)
+  other.py    N1 B1 B3 B4 B6 S1-S4 L1-L3 A1 T7 P14 (real CPU runs and arithmetic)
+The ledger (ledger.py) picks, per id, the best backend allowed and available.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+from verify.claims.catalog import BY_ID
+from verify.units import rel_error
+
+BACKENDS = ("arith", "meta", "cpu", "fake", "cuda")  # arith: arithmetic on the seed's numbers only
+
+
+class Verdict(str, enum.Enum):
+    CONFIRMED = "CONFIRMED"  # within the claim's tolerance
+    APPROXIMATE = "APPROXIMATE"  # within the stated looser bound
+    REFUTED = "REFUTED"  # outside both
+    NOT_TESTABLE = "NOT TESTABLE HERE"  # cannot be measured here; the explanation says why
+    PENDING = "PENDING"  # the backend it needs is not run or not available
+    ERROR = "ERROR"  # the check raised; the explanation holds the error
+
+
+@dataclass
+class Claim:
+    id: str
+    group: str
+    seed: str
+    quote: str
+    verdict: str
+    predicted: object  # the seed's figure (number, or text for non-numeric claims)
+    measured: object  # the measured figure
+    unit: str  # "params", "bytes", "ratio", "x", "bool", ...
+    rel_error: float | None  # (predicted - measured) / measured, signed
+    tolerance: float | None  # |rel_error| bound for CONFIRMED (0 = exact)
+    loose: float | None  # |rel_error| bound for APPROXIMATE
+    explanation: str  # one sentence: why predicted and measured differ (or agree)
+    corrected: str | None = None  # the formula the measurement supports, where the seed is wrong
+    corrected_value: object = None  # that formula's figure on the same input
+    corrected_rel_error: float | None = None  # corrected_value against measured
+    inconsistency: str | None = None  # the claim disagrees with itself (arithmetic, two sides)
+    evidence: dict = field(default_factory=dict)  # the measured figures behind the verdict
+    backend: str = "meta"
+    command: str = ""  # a command that reproduces the measurement
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def verdict_for(rel: float | None, tolerance: float, loose: float | None) -> Verdict:
+    if rel is None:
+        raise ValueError("a numeric verdict needs a relative error")
+    if abs(rel) <= tolerance:
+        return Verdict.CONFIRMED
+    if loose is not None and abs(rel) <= loose:
+        return Verdict.APPROXIMATE
+    return Verdict.REFUTED
+
+
+def judge(
+    claim_id: str,
+    *,
+    predicted,
+    measured,
+    unit: str,
+    explanation: str,
+    backend: str,
+    command: str,
+    tolerance: float | None = 0.0,
+    loose: float | None = None,
+    verdict: Verdict | None = None,
+    corrected: str | None = None,
+    corrected_value=None,
+    inconsistency: str | None = None,
+    evidence: dict | None = None,
+) -> Claim:
+    """Build the Claim for `claim_id`. Numeric predicted/measured get a relative error and a
+    verdict from the tolerances; a non-numeric claim passes its `verdict` explicitly."""
+    entry = BY_ID[claim_id]
+    numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (predicted, measured))
+    rel = rel_error(predicted, measured) if numeric else None
+    if verdict is None:
+        verdict = verdict_for(rel, tolerance or 0.0, loose)
+    corr_rel = None
+    if isinstance(corrected_value, (int, float)) and numeric:
+        corr_rel = rel_error(corrected_value, measured)
+    return Claim(
+        id=claim_id,
+        group=entry.group,
+        seed=entry.seed,
+        quote=entry.quote,
+        verdict=Verdict(verdict).value,
+        predicted=predicted,
+        measured=measured,
+        unit=unit,
+        rel_error=rel,
+        tolerance=tolerance,
+        loose=loose,
+        explanation=explanation,
+        corrected=corrected,
+        corrected_value=corrected_value,
+        corrected_rel_error=corr_rel,
+        inconsistency=inconsistency,
+        evidence=evidence or {},
+        backend=backend,
+        command=command,
+    )
+
+
+def placeholder(claim_id: str, verdict: Verdict, explanation: str, backend: str) -> Claim:
+    """An entry with no measurement: PENDING (backend not run) or ERROR."""
+    entry = BY_ID[claim_id]
+    return Claim(
+        id=claim_id,
+        group=entry.group,
+        seed=entry.seed,
+        quote=entry.quote,
+        verdict=verdict.value,
+        predicted=None,
+        measured=None,
+        unit="",
+        rel_error=None,
+        tolerance=None,
+        loose=None,
+        explanation=explanation,
+        backend=backend,
+    )
+
+
+CHECKS: dict[str, dict[str, Callable[[], Claim]]] = {}  # id -> backend -> check
+
+
+def check(claim_id: str, backend: str):
+    """Register a check for `claim_id` measured on `backend`."""
+    if claim_id not in BY_ID:
+        raise KeyError(f"{claim_id} is not an id of CLAIMS.md")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}")
+
+    def register(fn: Callable[[], Claim]) -> Callable[[], Claim]:
+        CHECKS.setdefault(claim_id, {})[backend] = fn
+        return fn
+
+    return register

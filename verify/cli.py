@@ -1,0 +1,268 @@
+"""`python -m verify COMMAND ...`: params, memory, shard, claims, report.
+
+Bad input exits with status 2 and one line on stderr naming what is wrong and what would work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from verify.units import fmt_count, fmt_rel, rel_error
+
+
+class UsageError(Exception):
+    """Input the tool cannot use; printed as one line, exit status 2."""
+
+
+def _model(name: str):
+    from verify.configs import ConfigError, load_config, shape
+
+    try:
+        config = load_config(name)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    return config, shape(config)
+
+
+# --- params ---------------------------------------------------------------------------------
+
+
+def params_report(name: str) -> dict:
+    """Count MODEL on the meta device and put the seed formulas beside the count."""
+    from verify.build import build
+    from verify.formulas import params as F
+    from verify.measure.params import count
+
+    config, s = _model(name)
+    pc = count(build(config, device="meta"))
+    comp = pc.by_component
+    per_term = [  # (component, measured, seed term, seed's formula, claim)
+        ("attention", comp.get("attention", 0), F.total(F.attention_4h2(s.h)) * s.L, "L·4h²", "P1"),
+        ("mlp + experts + router", comp.get("mlp", 0) + comp.get("experts", 0) + comp.get("router", 0),
+         F.total(F.mlp_8h2(s.h)) * s.L, "L·8h²", "P2"),
+        ("norms", comp.get("norms", 0), F.total(F.layernorm_2h(s.h, s.L)), "(2L+1)·2h", "P3"),
+        ("embedding", comp.get("embedding", 0), F.total(F.embedding_Vh(s.V, s.h)), "Vh", "P4"),
+        ("output head", comp.get("output_head", 0), F.total(F.output_head(s.V, s.h, s.tied)), "0 tied / Vh untied", "P5"),
+        ("positions", comp.get("positions", 0), F.total(F.positions_Nh(s.max_positions, s.h, s.positions)),
+         "Nh learned / 0 RoPE, ALiBi", "P6"),
+    ]
+    totals = [
+        ("12Lh²+Vh", F.total(F.total_approx(s.L, s.h, s.V)), "P7"),
+        ("L(12h²+4h)+Vh+2h", F.total(F.total_full(s.L, s.h, s.V)), "P7"),
+        ("exact closed form", F.total(F.exact(s)), "-"),
+    ]
+    return {
+        "model": s.name,
+        "shape": s.as_dict(),
+        **pc.as_dict(),
+        "formulas": {
+            "components": [
+                {"component": c, "measured": m, "formula": f, "predicted": p, "claim": cid, "rel_error": rel_error(p, m)}
+                for c, m, p, f, cid in per_term
+            ],
+            "totals": [
+                {"formula": f, "predicted": p, "claim": cid, "rel_error": rel_error(p, pc.total)} for f, p, cid in totals
+            ],
+            "missed_by_L(12h²+4h)+Vh+2h": F.p7_corrections(s),
+        },
+    }
+
+
+def cmd_params(args) -> int:
+    from tabulate import tabulate
+
+    r = params_report(args.model)
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return 0
+    s = r["shape"]
+    print(f"{r['model']} ({s['model_type']}): h={s['h']} L={s['L']} V={s['V']} heads={s['heads']} "
+          f"kv_heads={s['kv_heads']} d_ff={s['ffn']} experts={s['experts']} tied={s['tied']} positions={s['positions']}")
+    print(f"total parameters (tied counted once): {fmt_count(r['total'])}; trainable {fmt_count(r['trainable'])}")
+    if r["tied"]:
+        print("tied: " + "; ".join(f"{a} = {b}" for a, b in r["tied"]))
+    print()
+    print(tabulate([(k, f"{v:,}") for k, v in r["by_kind"].items()], headers=["kind", "params"], colalign=("left", "right")))
+    print()
+    rows = [(c["component"], f"{c['measured']:,}", c["formula"], f"{c['predicted']:,}", fmt_rel(c["rel_error"]), c["claim"])
+            for c in r["formulas"]["components"]]
+    print(tabulate(rows, headers=["component", "measured params", "seed formula", "seed params", "error", "claim"],
+                   colalign=("left", "right", "left", "right", "right", "left")))
+    print()
+    rows = [(t["formula"], f"{t['predicted']:,}", f"{r['total']:,}", fmt_rel(t["rel_error"]), t["claim"]) for t in r["formulas"]["totals"]]
+    print(tabulate(rows, headers=["total formula", "predicted params", "measured params", "error", "claim"],
+                   colalign=("left", "right", "right", "right", "left")))
+    missed = r["formulas"]["missed_by_L(12h²+4h)+Vh+2h"]
+    if missed:
+        print()
+        print(tabulate([(k, f"{v:+,}") for k, v in missed.items()], headers=["what L(12h²+4h)+Vh+2h misses", "params"],
+                       colalign=("left", "right")))
+    return 0
+
+
+# --- memory ---------------------------------------------------------------------------------
+
+
+def cmd_memory(args) -> int:
+    from verify.formulas.memory import seed_predictions
+    from verify.measure.memory import MemorySpec, validate
+
+    _, s = _model(args.model)
+    spec = MemorySpec(
+        model=args.model, mode=args.mode, backend=args.backend, dtype=args.dtype, precision=args.precision,
+        optimizer=args.optimizer, batch=args.batch, seq=args.seq, new_tokens=args.new_tokens, attn=args.attn,
+        checkpointing=args.checkpointing,
+    )
+    try:
+        validate(spec, s)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if spec.backend == "cuda":
+        from verify.measure.cuda import measure
+    else:
+        from verify.measure.fake import measure
+    result = measure(spec)
+    out = {**result.as_dict(), "predictions": seed_predictions(s, spec, result)}
+    if args.json:
+        print(json.dumps(out, indent=2, default=str))
+    else:
+        from verify.report import memory_table
+
+        print(memory_table(out))
+    return 0
+
+
+# --- shard ----------------------------------------------------------------------------------
+
+
+def cmd_shard(args) -> int:
+    from verify.measure.shard import ShardSpec, measure_shard, validate_shard
+
+    _, s = _model(args.model)
+    spec = ShardSpec(
+        model=args.model, world_size=args.world_size, strategy=args.strategy, dtype=args.dtype,
+        optimizer=args.optimizer, batch=args.batch, seq=args.seq, gpu_gb=args.gpu_gb,
+    )
+    try:
+        validate_shard(spec, s)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    result = measure_shard(spec)
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        from verify.report import shard_table
+
+        print(shard_table(result))
+    return 0
+
+
+# --- claims and report ----------------------------------------------------------------------
+
+
+def _progress(i: int, n: int, claim, seconds: float) -> None:
+    print(f"[{i}/{n}] {claim.id:<4} {claim.verdict:<18} {seconds:6.1f} s  {claim.explanation[:90]}", file=sys.stderr, flush=True)
+
+
+def cmd_claims(args) -> int:
+    from pathlib import Path
+
+    from verify.claims import ledger
+
+    try:
+        claims = ledger.run(backend=args.backend, only=args.only, jsonl=Path(args.jsonl) if args.jsonl else None,
+                            progress=None if args.quiet else _progress)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if args.json:
+        print(json.dumps([c.as_dict() for c in claims], indent=2, default=str))
+    else:
+        from verify.report import claims_table
+
+        print(claims_table(claims))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from pathlib import Path
+
+    from verify import report
+
+    try:
+        paths = report.write(out_dir=Path(args.out) if args.out else None, backend=args.backend, only=args.only,
+                             fresh=args.fresh, progress=None if args.quiet else _progress, command=" ".join(sys.argv))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    for p in paths:
+        print(p)
+    return 0
+
+
+# --- parser ---------------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    from verify.measure.memory import ATTNS, DTYPE_NAMES, MODES, OPTIMIZERS, PRECISIONS
+
+    p = argparse.ArgumentParser(prog="python -m verify", description="Check transformer parameter and memory claims against real modules.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    q = sub.add_parser("params", help="exact parameter counts by introspection, beside the seed formulas")
+    q.add_argument("model", help="bundled name (see models/) or path to a transformers config.json")
+    q.add_argument("--json", action="store_true", help="print one JSON object")
+    q.set_defaults(func=cmd_params)
+
+    q = sub.add_parser("memory", help="memory of a training step or of generation, by category")
+    q.add_argument("model")
+    q.add_argument("--mode", choices=MODES, default="train")
+    q.add_argument("--backend", choices=("fake", "cuda"), default="fake")
+    q.add_argument("--dtype", choices=DTYPE_NAMES, default="bf16")
+    q.add_argument("--precision", choices=PRECISIONS, default="pure",
+                   help="pure: everything in --dtype; mixed: fp32 master weights with autocast to --dtype")
+    q.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
+    q.add_argument("--batch", type=int, default=1)
+    q.add_argument("--seq", type=int, default=2048, help="training sequence length, or prompt length when generating")
+    q.add_argument("--new-tokens", type=int, default=16, help="tokens to decode after the prompt (generate)")
+    q.add_argument("--attn", choices=ATTNS, default="sdpa")
+    q.add_argument("--checkpointing", action="store_true", help="activation checkpointing of every decoder layer")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_memory)
+
+    q = sub.add_parser("shard", help="per-rank memory under DDP / FSDP2 (ZeRO) on a fake process group")
+    q.add_argument("model")
+    q.add_argument("--world-size", type=int, required=True)
+    q.add_argument("--strategy", default="fsdp", help="ddp | fsdp | zero2 | zero3")
+    q.add_argument("--dtype", choices=DTYPE_NAMES, default="bf16")
+    q.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
+    q.add_argument("--batch", type=int, default=1)
+    q.add_argument("--seq", type=int, default=2048)
+    q.add_argument("--gpu-gb", type=float, default=80.0, help="GPU memory in GB (1e9 bytes) to fit")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_shard)
+
+    for name, help_ in (("claims", "verdict on every claim of CLAIMS.md"), ("report", "write reports/<hardware>/: CLAIMS.md, claims.json, plots")):
+        q = sub.add_parser(name, help=help_)
+        q.add_argument("--backend", choices=("meta", "fake", "cuda", "auto"), default="auto",
+                       help="meta: counts only; fake: CPU fake-tensor memory; cuda: real GPU; auto: cuda if present, else fake")
+        q.add_argument("--only", help="comma-separated claim ids, e.g. P1,P7,T3")
+        q.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+        if name == "claims":
+            q.add_argument("--json", action="store_true")
+            q.add_argument("--jsonl", help="append each result to this file as it comes; reuse what it holds")
+            q.set_defaults(func=cmd_claims)
+        else:
+            q.add_argument("--out", help="output folder (default reports/<hardware>)")
+            q.add_argument("--fresh", action="store_true", help="ignore results a previous run left in the folder")
+            q.set_defaults(func=cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

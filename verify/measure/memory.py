@@ -1,0 +1,100 @@
+"""What a memory measurement is asked (MemorySpec) and what every backend returns (MemoryResult).
+
+The fake backend (fake.py) and the CUDA backend (cuda.py) take the same spec and return the
+same result, so the two compare run by run. One category enum, as in torch's mem_tracker.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field
+
+MODES = ("train", "generate")
+DTYPE_NAMES = ("fp32", "fp16", "bf16")
+PRECISIONS = ("pure", "mixed")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+ATTNS = ("eager", "sdpa")
+BACKENDS = ("fake", "cuda")
+
+
+class Category(enum.Enum):
+    """Where a byte of device memory goes."""
+
+    PARAMS = "params"  # the model's weights (and fp32 master copies under mixed precision)
+    GRADS = "grads"  # .grad of each parameter
+    OPTIMIZER = "optimizer"  # persistent optimizer state (Adam m and v, step counters)
+    ACTIVATIONS = "activations"  # tensors saved by forward for backward, logits, loss, inputs
+    KV_CACHE = "kv_cache"  # key/value tensors held by the generation cache
+    TRANSIENT = "transient"  # freed within the step: foreach temporaries, workspace, recompute
+
+
+@dataclass(frozen=True)
+class MemorySpec:
+    """One run to measure."""
+
+    model: str  # bundled name or config.json path
+    mode: str = "train"  # "train": forward, loss, backward, optimizer step; "generate": prefill + decode
+    backend: str = "fake"  # "fake" (FakeTensorMode on CPU) or "cuda"
+    dtype: str = "bf16"  # weight dtype; under precision="mixed" the autocast dtype (weights stay fp32)
+    precision: str = "pure"  # "pure": everything in dtype; "mixed": fp32 master weights + autocast(dtype)
+    optimizer: str = "adamw"  # adamw | adam | sgd (plain SGD: no state)
+    batch: int = 1  # B
+    seq: int = 2048  # S: training sequence length, or the prompt length when generating
+    new_tokens: int = 0  # tokens decoded after the prompt (generate mode)
+    attn: str = "sdpa"  # "eager" (materializes a x S x S scores) or "sdpa"
+    checkpointing: bool = False  # activation checkpointing of every decoder layer
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class MemoryResult:
+    """Bytes of one run, ints. Persistent categories are exact; activations and peak are measured."""
+
+    spec: dict  # the MemorySpec, as a dict
+    params_bytes: int
+    grads_bytes: int
+    optimizer_bytes: int  # persistent optimizer state only
+    activations_bytes: int  # live at the forward/backward boundary, beyond the persistent state
+    kv_cache_bytes: int
+    transient_bytes: int  # peak minus everything persistent and saved: temporaries, workspace
+    peak_bytes: int  # highest total allocation seen during the measured step
+    phases: dict[str, int] = field(default_factory=dict)  # phase name -> peak bytes in that phase
+    extra: dict = field(default_factory=dict)  # backend-specific: CUDA context, reserved, timings
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def validate(spec: MemorySpec, shape) -> None:
+    """Raise ValueError with one clear line for a spec that cannot or should not run."""
+    checks = [
+        (spec.mode in MODES, f"mode {spec.mode!r} is not one of {', '.join(MODES)}"),
+        (spec.backend in BACKENDS, f"backend {spec.backend!r} is not one of {', '.join(BACKENDS)}"),
+        (spec.dtype in DTYPE_NAMES, f"dtype {spec.dtype!r} is not one of {', '.join(DTYPE_NAMES)}"),
+        (spec.precision in PRECISIONS, f"precision {spec.precision!r} is not one of {', '.join(PRECISIONS)}"),
+        (spec.optimizer in OPTIMIZERS, f"optimizer {spec.optimizer!r} is not one of {', '.join(OPTIMIZERS)}"),
+        (spec.attn in ATTNS, f"attention {spec.attn!r} is not one of {', '.join(ATTNS)}"),
+        (spec.batch > 0, f"batch must be positive, got {spec.batch}"),
+        (spec.seq > 0, f"seq must be positive, got {spec.seq}"),
+        (spec.new_tokens >= 0, f"new-tokens must be zero or positive, got {spec.new_tokens}"),
+        (
+            not (spec.precision == "mixed" and spec.dtype == "fp32"),
+            "precision 'mixed' keeps fp32 master weights and computes in --dtype fp16 or bf16; "
+            "--dtype fp32 with mixed makes no sense (use --precision pure for fp32)",
+        ),
+        (
+            not (spec.mode == "generate" and (spec.checkpointing or spec.precision == "mixed")),
+            "--checkpointing and --precision mixed apply to training only (--mode train)",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
+    total = spec.seq + (spec.new_tokens if spec.mode == "generate" else 0)
+    if shape.max_positions and total > shape.max_positions:
+        raise ValueError(
+            f"{shape.name} accepts at most {shape.max_positions} positions; "
+            f"seq {spec.seq}" + (f" + new-tokens {spec.new_tokens}" if spec.mode == "generate" else "") + f" = {total}"
+        )
