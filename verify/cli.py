@@ -192,7 +192,7 @@ def cmd_report(args) -> int:
 
     try:
         paths = report.write(out_dir=Path(args.out) if args.out else None, backend=args.backend, only=args.only,
-                             fresh=args.fresh, progress=None if args.quiet else _progress, command=" ".join(sys.argv))
+                             fresh=args.fresh, progress=None if args.quiet else _progress, command="python -m verify " + " ".join(sys.argv[1:]))
     except ValueError as e:
         raise UsageError(str(e)) from None
     for p in paths:

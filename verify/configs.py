@@ -70,8 +70,6 @@ def resolve(name_or_path: str) -> Path:
 
 def load_config(name_or_path: str):
     """Name or path -> a transformers PretrainedConfig, validated."""
-    from transformers import CONFIG_MAPPING
-
     path = resolve(name_or_path)
     try:
         data = json.loads(path.read_text())
@@ -79,21 +77,32 @@ def load_config(name_or_path: str):
         raise ConfigError(f"{path.name}: malformed JSON ({e.msg} at line {e.lineno})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path.name}: expected a JSON object, got {type(data).__name__}")
+    stem = path.stem if path.name != "config.json" else path.parent.name
+    return from_dict(data, stem, where=path.name)
+
+
+def from_dict(data: dict, name: str, where: str | None = None):
+    """A config.json's content -> a validated transformers config named `name`."""
+    from transformers import CONFIG_MAPPING
+
+    where = where or name
+    data = dict(data)
     model_type = data.get("model_type")
     if not model_type:
-        raise ConfigError(f"{path.name}: no 'model_type' field (e.g. \"llama\", \"gpt2\")")
+        raise ConfigError(f"{where}: no 'model_type' field (e.g. \"llama\", \"gpt2\")")
     if model_type not in CONFIG_MAPPING:
         raise ConfigError(
-            f"{path.name}: model_type {model_type!r} is not one transformers knows "
+            f"{where}: model_type {model_type!r} is not one transformers knows "
             "(no remote code is run; use a built-in architecture such as llama, gpt2, mixtral)"
         )
     data.pop("auto_map", None)  # remote-code pointers are never followed
     fields = {k: v for k, v in data.items() if k != "model_type"}
     try:
         config = CONFIG_MAPPING[model_type](**fields)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{path.name}: transformers rejected the config: {e}") from None
-    config.name_or_path = path.stem if path.name != "config.json" else path.parent.name
+    except Exception as e:  # transformers' strict-dataclass validators raise their own error types
+        reason = " ".join(str(e).split())
+        raise ConfigError(f"{where}: transformers rejected the config: {reason}") from None
+    config.name_or_path = name
     shape(config)  # validates sizes
     return config
 

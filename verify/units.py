@@ -41,4 +41,4 @@ def fmt_rel(r: float | None) -> str:
         return "-"
     if r == 0:
         return "0 (exact)"
-    return f"{r:+.2%}"
+    return f"{r:+,.0%}" if abs(r) >= 10 else f"{r:+.2%}"

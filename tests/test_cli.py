@@ -1,0 +1,60 @@
+"""The command line: JSON shapes, tables, and one clear line with exit status 2 on bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from verify.cli import main
+
+
+def test_params_json_has_an_int_total_and_the_breakdowns(capsys):
+    """`params MODEL --json` prints one object: int total, by_component, by_kind, the seed formulas."""
+    assert main(["params", "tiny-llama-gqa", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert isinstance(out["total"], int) and out["total"] == sum(out["by_component"].values())
+    assert sum(out["by_kind"].values()) == out["total"]
+    claims = {c["claim"] for c in out["formulas"]["components"]}
+    assert claims == {"P1", "P2", "P3", "P4", "P5", "P6"}
+    exact = [t for t in out["formulas"]["totals"] if t["formula"] == "exact closed form"][0]
+    assert exact["predicted"] == out["total"] and exact["rel_error"] == 0
+
+
+def test_params_table_names_the_terms_the_seed_formula_misses(capsys):
+    """The table form of a GQA + SwiGLU + untied model lists those corrections with their sizes."""
+    assert main(["params", "llama3-8b"]) == 0
+    out = capsys.readouterr().out
+    assert "8,030,261,248" in out
+    for term in ("GQA/MQA", "SwiGLU", "untied output head"):
+        assert term in out
+
+
+def test_params_accepts_a_path_to_a_config_json(tmp_path, capsys):
+    """Any config.json path works, named after its folder."""
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text(open("models/tiny-qwen2.json").read())
+    assert main(["params", str(tmp_path / "m"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["model"] == "m" and out["tied"]
+
+
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["params", "no-such-model"], "unknown model"),
+        (["params", "models/does-not-exist.json"], "no such config file"),
+        (["claims", "--only", "P1,ZZ9"], "unknown claim id"),
+    ],
+)
+def test_bad_input_prints_one_line_and_exits_2(capsys, argv, needle):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1
+
+
+def test_python_dash_m_verify_runs_as_a_program():
+    """`python -m verify params tiny-gpt2 --json` works from a shell and exits 0."""
+    r = subprocess.run([sys.executable, "-m", "verify", "params", "tiny-gpt2", "--json"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["total"] > 0

@@ -1,0 +1,236 @@
+"""Text tables for the CLI, and the written report (Markdown + JSON + PNG)."""
+
+from __future__ import annotations
+
+from verify.units import fmt_bytes, fmt_count, fmt_rel
+
+
+def _bytes_rows(d: dict) -> list[tuple[str, str, str, str]]:
+    return [
+        (k.removesuffix("_bytes"), f"{v:,}", fmt_bytes(v, "GB"), fmt_bytes(v, "GiB"))
+        for k, v in d.items()
+        if k.endswith("_bytes") and isinstance(v, int)
+    ]
+
+
+def memory_table(out: dict) -> str:
+    """`verify memory` output (MemoryResult dict + "predictions") as text tables."""
+    from tabulate import tabulate
+
+    spec = out["spec"]
+    head = " ".join(f"{k}={v}" for k, v in spec.items())
+    parts = [head, "", tabulate(_bytes_rows(out), headers=["category", "bytes", "GB", "GiB"], colalign=("left", "right", "right", "right"))]
+    if out.get("phases"):
+        parts += ["", tabulate([(k, f"{v:,}", fmt_bytes(v, "GB")) for k, v in out["phases"].items()],
+                               headers=["phase", "peak bytes", "GB"], colalign=("left", "right", "right"))]
+    preds = out.get("predictions") or {}
+    if preds:
+        rows = [(name, p.get("claim", ""), fmt_bytes(p.get("predicted"), "GB"), fmt_bytes(p.get("measured"), "GB"), fmt_rel(p.get("rel_error")))
+                for name, p in preds.items()]
+        parts += ["", tabulate(rows, headers=["seed prediction", "claim", "predicted GB", "measured GB", "error"],
+                               colalign=("left", "left", "right", "right", "right"))]
+    return "\n".join(parts)
+
+
+def shard_table(result: dict) -> str:
+    """`verify shard` output as a text table: one row per rank-level category."""
+    from tabulate import tabulate
+
+    head = " ".join(f"{k}={v}" for k, v in result.get("spec", {}).items())
+    per_rank = result.get("per_rank", result)
+    parts = [head, "", tabulate(_bytes_rows(per_rank), headers=["per rank", "bytes", "GB", "GiB"], colalign=("left", "right", "right", "right"))]
+    extra = {k: v for k, v in result.items() if k not in ("spec", "per_rank") and not isinstance(v, (dict, list))}
+    if extra:
+        parts += ["", tabulate(list(extra.items()), headers=["", ""])]
+    return "\n".join(parts)
+
+
+# --- claims ---------------------------------------------------------------------------------
+
+
+def fmt_value(value, unit: str) -> str:
+    """A predicted or measured figure in its unit: exact counts, bytes in GB and GiB."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if unit == "params":
+        return fmt_count(value)
+    if unit == "bytes":
+        return f"{fmt_bytes(value, 'GB')} ({fmt_bytes(value, 'GiB')})"
+    if unit in ("x", "ratio"):
+        return f"{value:.3g}×" if unit == "x" else f"{value:.4g}"
+    return f"{value:,.6g} {unit}".strip()
+
+
+def claims_table(claims) -> str:
+    """One row per claim: id, verdict, predicted, measured, error, and the explanation."""
+    from tabulate import tabulate
+
+    rows = [(c.id, c.verdict, fmt_value(c.predicted, c.unit), fmt_value(c.measured, c.unit), fmt_rel(c.rel_error),
+             c.explanation) for c in claims]
+    return tabulate(rows, headers=["id", "verdict", "seed says", "measured", "error", "why"], maxcolwidths=[None, None, 24, 24, None, 70])
+
+
+def verdict_counts(claims) -> dict[str, int]:
+    from verify.claims import Verdict
+
+    counts = {v.value: 0 for v in Verdict}
+    for c in claims:
+        counts[c.verdict] += 1
+    return {k: v for k, v in counts.items() if v}
+
+
+def hardware() -> dict:
+    """What ran the measurements: GPU (if any), CPU, memory, library versions."""
+    import os
+    import platform
+
+    import torch
+    import transformers
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = None
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        pass
+    hw = {
+        "gpu": None,
+        "cpu": cpu,
+        "cpu_cores": os.cpu_count(),
+        "host_memory_bytes": mem,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "cuda": torch.version.cuda,
+    }
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        hw["gpu"] = props.name
+        hw["gpu_memory_bytes"] = props.total_memory
+        hw["cuda_driver"] = _nvidia_driver()
+    return hw
+
+
+def _nvidia_driver() -> str | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def hardware_slug(hw: dict) -> str:
+    import re
+
+    if hw.get("gpu"):
+        return re.sub(r"[^a-z0-9]+", "-", hw["gpu"].lower()).strip("-")
+    return "cpu"
+
+
+def git_commit() -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "verify", "models"], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() + ("+uncommitted" if dirty.stdout.strip() else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def header_lines(hw: dict, command: str, backend: str) -> list[str]:
+    import datetime
+
+    gpu = f"{hw['gpu']} ({fmt_bytes(hw.get('gpu_memory_bytes'), 'GiB', 1)}), CUDA {hw['cuda']}, driver {hw.get('cuda_driver')}" if hw["gpu"] else "none (CPU backends only: meta, fake, cpu)"
+    return [
+        f"- date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- command: `{command}` (backend {backend})",
+        f"- git commit: {git_commit()}",
+        f"- GPU: {gpu}",
+        f"- CPU: {hw['cpu']}, {hw['cpu_cores']} cores, {fmt_bytes(hw['host_memory_bytes'], 'GiB', 1)} host memory",
+        f"- versions: Python {hw['python']}, torch {hw['torch']}, transformers {hw['transformers']}",
+        "- units: GB = 10^9 bytes, GiB = 2^30 bytes; parameter counts are exact integers with a short form in brackets",
+    ]
+
+
+def claims_markdown(claims, hw: dict, command: str, backend: str, plots: list[str]) -> str:
+    from tabulate import tabulate
+
+    from verify.claims.catalog import GROUPS
+
+    out = ["# Claims ledger: every claim of CLAIMS.md against a measurement", ""]
+    out += header_lines(hw, command, backend)
+    out += ["", "## Verdicts", "", tabulate(list(verdict_counts(claims).items()), headers=["verdict", "claims"], tablefmt="github"), ""]
+    out += ["Verdicts: CONFIRMED = within the claim's tolerance; APPROXIMATE = within the looser bound; REFUTED = outside both; "
+            "NOT TESTABLE HERE = cannot be measured here (why is given); PENDING = needs a backend this run did not have. "
+            "Error = (seed − measured) / measured.", ""]
+    for key, title in GROUPS.items():
+        group = [c for c in claims if c.group == key]
+        if not group:
+            continue
+        out += [f"## {title}", ""]
+        rows = [(c.id, c.seed, c.quote, fmt_value(c.predicted, c.unit), fmt_value(c.measured, c.unit), fmt_rel(c.rel_error),
+                 _tol(c), f"**{c.verdict}**") for c in group]
+        out += [tabulate(rows, headers=["id", "seed", "what the seed says", "seed's figure", "measured", "error", "tolerance", "verdict"],
+                         tablefmt="github"), ""]
+        for c in group:
+            out.append(f"- **{c.id}** ({c.backend}): {c.explanation}")
+            if c.inconsistency:
+                out.append(f"  - Inconsistent in itself: {c.inconsistency}")
+            if c.corrected:
+                corr = fmt_value(c.corrected_value, c.unit) if c.corrected_value is not None else ""
+                err = f", {fmt_rel(c.corrected_rel_error)} against the measurement" if c.corrected_rel_error is not None else ""
+                out.append(f"  - Corrected: {c.corrected}" + (f" = {corr}{err}" if corr else ""))
+            if c.command:
+                out.append(f"  - Reproduce: `{c.command}`")
+        out.append("")
+    if plots:
+        out += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
+    return "\n".join(out)
+
+
+def _tol(c) -> str:
+    if c.tolerance is None:
+        return "-"
+    t = "exact" if c.tolerance == 0 else f"±{c.tolerance:.0%}" if c.tolerance >= 0.01 else f"±{c.tolerance:.1%}"
+    return t + (f" (≈ ±{c.loose:.0%})" if c.loose else "")
+
+
+def write(out_dir=None, backend: str = "auto", only: str | None = None, fresh: bool = False, progress=None,
+          command: str = "python -m verify report") -> list:
+    """Run the ledger and write CLAIMS.md, claims.json and the plots; returns the written paths.
+
+    Results are appended to claims.jsonl in the output folder as they come, so an interrupted run
+    resumes where it stopped (--fresh starts over)."""
+    import json
+    from pathlib import Path
+
+    from verify import plots
+    from verify.claims import ledger
+
+    hw = hardware()
+    out_dir = Path(out_dir) if out_dir else Path(__file__).resolve().parent.parent / "reports" / hardware_slug(hw)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jsonl = out_dir / "claims.jsonl"
+    if fresh and jsonl.exists():
+        jsonl.unlink()
+    claims = ledger.run(backend=backend, only=only, jsonl=jsonl, progress=progress)
+    written = []
+    pngs = plots.claim_plots(claims, out_dir)
+    (out_dir / "claims.json").write_text(json.dumps({"hardware": hw, "command": command, "claims": [c.as_dict() for c in claims]},
+                                                    indent=2, default=str) + "\n")
+    (out_dir / "CLAIMS.md").write_text(claims_markdown(claims, hw, command, backend, [p.name for p in pngs]))
+    written += [out_dir / "CLAIMS.md", out_dir / "claims.json", jsonl, *pngs]
+    return written
