@@ -1,0 +1,84 @@
+"""`python -m verify.bench`: the speed and memory targets of the issues, measured and printed.
+
+- params: counting a 405B config costs at most 1.5x the time of importing torch and the
+  transformers model class, and allocates no weight memory. Each leg runs in a fresh interpreter,
+  so import caches do not flatter either side.
+- fake: the fake-tensor training step of LLaMA-7B (<= 20 s, <= 2 GB host memory) and Llama-2-70B
+  (< 3 min), from verify.bench_fake.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+IMPORT_ONLY = """
+import json, resource, time
+t = time.perf_counter()
+import torch
+from transformers import LlamaForCausalLM
+print(json.dumps({"seconds": time.perf_counter() - t}))
+"""
+
+COUNT_405B = """
+import json, resource, time
+import torch
+from transformers import LlamaForCausalLM
+rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+t = time.perf_counter()
+from verify.configs import load_config
+from verify.build import build
+from verify.measure.params import count
+model = build(load_config("llama3-405b"), device="meta")
+pc = count(model)
+seconds = time.perf_counter() - t
+rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"seconds": seconds, "total": pc.total, "all_meta": all(p.is_meta for p in model.parameters()),
+                  "host_peak_growth_bytes": rss1 - rss0}))
+"""
+
+
+def _run(code: str) -> dict:
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def bench_params(repeats: int = 3) -> dict:
+    """Median seconds of (import torch + LlamaForCausalLM) and of counting llama3-405b after it."""
+    imports = sorted(_run(IMPORT_ONLY)["seconds"] for _ in range(repeats))
+    counts = [_run(COUNT_405B) for _ in range(repeats)]
+    median = sorted(counts, key=lambda c: c["seconds"])[repeats // 2]
+    return {
+        "import_seconds": imports[repeats // 2],
+        "count_405b_seconds": median["seconds"],
+        "ratio": median["seconds"] / imports[repeats // 2],
+        "target_ratio": 1.5,
+        "total_params": median["total"],
+        "weights_allocated": not median["all_meta"],
+        "host_peak_growth_bytes": median["host_peak_growth_bytes"],
+    }
+
+
+def main() -> int:
+    from verify.units import fmt_bytes
+
+    p = bench_params()
+    print("params: count llama3-405b on the meta device")
+    print(f"  import torch + LlamaForCausalLM: {p['import_seconds']:.2f} s (median of 3, fresh interpreters)")
+    print(f"  build + count {p['total_params']:,} parameters: {p['count_405b_seconds']:.2f} s "
+          f"= {p['ratio']:.2f}x the import (target <= {p['target_ratio']}x): {'MET' if p['ratio'] <= p['target_ratio'] else 'MISSED'}")
+    print(f"  weight memory allocated: {'yes' if p['weights_allocated'] else 'none (all parameters on meta)'}; "
+          f"host peak RSS growth {fmt_bytes(p['host_peak_growth_bytes'], 'MB', 1)}")
+    try:
+        from verify.bench_fake import bench_fake
+    except ImportError:
+        return 0
+    print()
+    for name, figures in bench_fake().items():
+        print(f"fake: {name}: " + ", ".join(f"{k} = {v}" for k, v in figures.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
