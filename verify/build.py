@@ -42,4 +42,5 @@ def build(config, device: str = "meta", dtype: torch.dtype = torch.float32, attn
     if device == "fake":
         with fake_mode:
             model = model.to_empty(device="cpu")
+            model.tie_weights()  # to_empty gives each module its own copy of a shared weight
     return model

@@ -62,6 +62,10 @@ class MemoryResult:
     peak_bytes: int  # highest total allocation seen during the measured step
     phases: dict[str, int] = field(default_factory=dict)  # phase name -> peak bytes in that phase
     extra: dict = field(default_factory=dict)  # backend-specific: CUDA context, reserved, timings
+    buffers_bytes: int = 0  # module buffers (RoPE inv_freq, masks): memory, but not parameters
+    at_peak: dict[str, int] = field(default_factory=dict)  # category -> bytes live at the peak; sums to peak_bytes
+    peak_phase: str = ""  # the phase the peak happened in (forward, backward, optimizer, prefill, decode)
+    snapshots: dict[str, dict[str, int]] = field(default_factory=dict)  # "forward_end", "steady" -> category bytes then
 
     def as_dict(self) -> dict:
         return asdict(self)

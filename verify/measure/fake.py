@@ -1,0 +1,132 @@
+"""The fake backend: a training step or a generation traced under FakeTensorMode on the CPU, every
+storage counted by the Tracker, nothing real allocated; any model size on any machine.
+
+`run(spec, device="cpu")` runs the very same code on real CPU tensors (tiny models), which is how
+the tests check the fake figures against reality.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import torch
+
+from verify.measure.memory import Category, MemoryResult, MemorySpec
+from verify.measure.steps import Hooks, autocast_context, cache_tensors, generate_greedy, make_optimizer, train_step
+from verify.measure.tracker import BUFFERS, Tracker
+
+
+class TraceError(RuntimeError):
+    """The tracer cannot run this architecture or step; the message says why in one line."""
+
+
+def measure(spec: MemorySpec) -> MemoryResult:
+    """Trace `spec` on fake tensors and return bytes by category."""
+    return run(spec, device="fake")
+
+
+def run(spec: MemorySpec, device: str = "fake") -> MemoryResult:
+    """Run `spec` on `device` ("fake": FakeTensorMode on the CPU; "cpu": real CPU tensors) under
+    the Tracker. Raises TraceError (one line) where the model cannot be traced."""
+    from verify.build import build, parse_dtype
+    from verify.configs import load_config
+
+    if device not in ("fake", "cpu"):
+        raise ValueError(f"device {device!r}: this backend runs on 'fake' or 'cpu' tensors")
+    config = load_config(spec.model)
+    compute = parse_dtype(spec.dtype)
+    weights = torch.float32 if spec.precision == "mixed" else compute
+    if device == "fake":
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        mode = FakeTensorMode(allow_non_fake_inputs=True)
+    else:
+        mode = contextlib.nullcontext()
+    t0 = time.perf_counter()
+    try:
+        model = build(config, device=device, dtype=weights, attn=spec.attn, fake_mode=mode if device == "fake" else None)
+        t_build = time.perf_counter() - t0
+        with mode, Tracker() as tracker:
+            tracker.add(list(model.buffers()), BUFFERS)
+            tracker.add(list(model.parameters()), Category.PARAMS)
+            ids = torch.randint(0, config.vocab_size, (spec.batch, spec.seq), dtype=torch.long)
+            if spec.mode == "train":
+                fields = _train(model, spec, compute, ids, tracker)
+            else:
+                fields = _generate(model, spec, ids, tracker)
+    except (NotImplementedError, RuntimeError, TypeError, AttributeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TraceError(f"{spec.model}: cannot trace a {spec.mode} step on {device} tensors ({type(e).__name__}: {first[:200]})") from e
+    t_total = time.perf_counter() - t0
+    at_peak = {k: v for k, v in tracker.at_peak.items() if v}
+    return MemoryResult(
+        spec=spec.as_dict(),
+        params_bytes=tracker.bytes(Category.PARAMS),
+        buffers_bytes=tracker.bytes(BUFFERS),
+        peak_bytes=tracker.peak,
+        transient_bytes=at_peak.get(Category.TRANSIENT.value, 0),
+        at_peak=at_peak,
+        peak_phase=tracker.peak_phase,
+        phases=dict(tracker.phase_peaks),
+        snapshots=dict(tracker.snapshots),
+        extra={"device": device, "build_s": round(t_build, 3), "trace_s": round(t_total - t_build, 3)},
+        **fields,
+    )
+
+
+def _train(model, spec: MemorySpec, compute: torch.dtype, ids, tracker: Tracker) -> dict:
+    model.train()
+    if spec.checkpointing:
+        if not model.supports_gradient_checkpointing:
+            raise TraceError(f"{spec.model}: {type(model).__name__} does not support gradient checkpointing")
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.register_post_accumulate_grad_hook(lambda p: tracker.relabel(p.grad, Category.GRADS))
+    optimizer = make_optimizer(spec.optimizer, params)
+    tracker.add(ids, Category.ACTIVATIONS)
+    device_type = params[0].device.type
+    autocast = autocast_context(spec.precision, compute, device_type)
+
+    # step 1 creates the optimizer state; step 2 is the one measured
+    train_step(model, optimizer, ids, autocast, Hooks(mark=tracker.mark))
+    tracker.relabel([t for s in optimizer.state.values() for t in s.values() if isinstance(t, torch.Tensor)], Category.OPTIMIZER)
+    tracker.mark("measured")
+    tracker.reset_peak()
+    grads = {}
+
+    def after_step():
+        tracker.snapshot("steady")
+        grads["bytes"] = tracker.bytes(Category.GRADS)
+
+    train_step(model, optimizer, ids, autocast_context(spec.precision, compute, device_type),
+               Hooks(mark=tracker.mark, after_forward=lambda loss: tracker.snapshot("forward_end"), after_step=after_step))
+    boundary = tracker.snapshots["forward_end"]
+    persistent = sum(boundary.get(c, 0) for c in (Category.PARAMS.value, Category.GRADS.value, Category.OPTIMIZER.value, BUFFERS))
+    return {
+        "grads_bytes": grads["bytes"],
+        "optimizer_bytes": tracker.bytes(Category.OPTIMIZER),
+        "activations_bytes": boundary["total"] - persistent,
+        "kv_cache_bytes": 0,
+    }
+
+
+def _generate(model, spec: MemorySpec, ids, tracker: Tracker) -> dict:
+    model.eval()
+    tracker.add(ids, Category.ACTIVATIONS)
+
+    def label(cache):
+        tracker.relabel(cache_tensors(cache), Category.KV_CACHE)
+
+    tracker.reset_peak()
+    cache = generate_greedy(model, ids, spec.new_tokens, Hooks(mark=tracker.mark, after_prefill=label, after_token=label))
+    label(cache)
+    kv = tracker.bytes(Category.KV_CACHE)
+    weights = tracker.bytes(Category.PARAMS) + tracker.bytes(BUFFERS)
+    return {  # activations: what the peak holds beyond the weights and the final KV cache
+        "grads_bytes": 0,
+        "optimizer_bytes": 0,
+        "activations_bytes": max(tracker.peak - weights - kv, 0),
+        "kv_cache_bytes": kv,
+    }
