@@ -106,6 +106,8 @@ def cmd_params(args) -> int:
 
 
 def cmd_memory(args) -> int:
+    import dataclasses
+
     from verify.formulas.memory import seed_predictions
     from verify.measure.memory import MemorySpec, validate
 
@@ -123,8 +125,17 @@ def cmd_memory(args) -> int:
         from verify.measure.cuda import measure
     else:
         from verify.measure.fake import measure
-    result = measure(spec)
-    out = {**result.as_dict(), "predictions": seed_predictions(s, spec, result)}
+    # I2 compares generation with training: the other mode, same model, dtype, batch and prompt
+    other = dataclasses.replace(spec, mode="generate" if spec.mode == "train" else "train", precision="pure",
+                                checkpointing=False)
+    try:
+        result = measure(spec)
+        companion = measure(other) if args.companion else None
+    except (ValueError, RuntimeError) as e:  # TraceError, or a model transformers cannot build this way
+        raise UsageError(str(e).splitlines()[0]) from None
+    out = {**result.as_dict(), "predictions": seed_predictions(s, spec, result, companion)}
+    if companion is not None:
+        out["companion"] = {k: v for k, v in companion.as_dict().items() if k.endswith("_bytes") or k == "spec"}
     if args.json:
         print(json.dumps(out, indent=2, default=str))
     else:
@@ -227,6 +238,8 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--new-tokens", type=int, default=16, help="tokens to decode after the prompt (generate)")
     q.add_argument("--attn", choices=ATTNS, default="sdpa")
     q.add_argument("--checkpointing", action="store_true", help="activation checkpointing of every decoder layer")
+    q.add_argument("--no-companion", dest="companion", action="store_false",
+                   help="skip the run of the other mode (same model, dtype, batch, seq) that claim I2 compares with")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_memory)
 

@@ -30,13 +30,16 @@ def run(spec: MemorySpec, device: str = "fake") -> MemoryResult:
     """Run `spec` on `device` ("fake": FakeTensorMode on the CPU; "cpu": real CPU tensors) under
     the Tracker. Raises TraceError (one line) where the model cannot be traced."""
     from verify.build import build, parse_dtype
-    from verify.configs import load_config
+    from verify.configs import load_config, shape
 
     if device not in ("fake", "cpu"):
         raise ValueError(f"device {device!r}: this backend runs on 'fake' or 'cpu' tensors")
     config = load_config(spec.model)
     compute = parse_dtype(spec.dtype)
     weights = torch.float32 if spec.precision == "mixed" else compute
+    if device == "fake" and shape(config).experts > 1 and weights != torch.bfloat16:
+        raise TraceError(f"{spec.model}: MoE experts run torch grouped_mm, whose fake-tensor kernel takes bf16 only; "
+                         "use --dtype bf16 --precision pure")
     if device == "fake":
         from torch._subclasses.fake_tensor import FakeTensorMode
 
@@ -46,8 +49,13 @@ def run(spec: MemorySpec, device: str = "fake") -> MemoryResult:
     t0 = time.perf_counter()
     try:
         model = build(config, device=device, dtype=weights, attn=spec.attn, fake_mode=mode if device == "fake" else None)
+    except ValueError as e:
+        if "attention implementation" in str(e):
+            raise TraceError(f"{spec.model}: transformers has no {spec.attn} attention for {config.model_type}; use --attn eager") from e
+        raise
+    try:
         t_build = time.perf_counter() - t0
-        with mode, Tracker() as tracker:
+        with mode, _as_real_runs(device), Tracker() as tracker:
             tracker.add(list(model.buffers()), BUFFERS)
             tracker.add(list(model.parameters()), Category.PARAMS)
             ids = torch.randint(0, config.vocab_size, (spec.batch, spec.seq), dtype=torch.long)
@@ -55,7 +63,7 @@ def run(spec: MemorySpec, device: str = "fake") -> MemoryResult:
                 fields = _train(model, spec, compute, ids, tracker)
             else:
                 fields = _generate(model, spec, ids, tracker)
-    except (NotImplementedError, RuntimeError, TypeError, AttributeError) as e:
+    except (NotImplementedError, RuntimeError, TypeError, AttributeError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise TraceError(f"{spec.model}: cannot trace a {spec.mode} step on {device} tensors ({type(e).__name__}: {first[:200]})") from e
     t_total = time.perf_counter() - t0
@@ -73,6 +81,26 @@ def run(spec: MemorySpec, device: str = "fake") -> MemoryResult:
         extra={"device": device, "build_s": round(t_build, 3), "trace_s": round(t_total - t_build, 3)},
         **fields,
     )
+
+
+@contextlib.contextmanager
+def _as_real_runs(device: str):
+    """Make transformers take, on fake tensors, the path it takes on real ones.
+
+    transformers' mask code asks whether the position ids describe several packed sequences, a
+    data-dependent question it does not ask of fake tensors (it then builds a full B x S x S mask
+    instead of letting SDPA run causal). Our inputs are one unpacked sequence per row, so the
+    answer a real run gets is "not packed" (None); the fake run is given that answer.
+    """
+    if device != "fake":
+        yield
+        return
+    from unittest import mock
+
+    from transformers import masking_utils
+
+    with mock.patch.object(masking_utils, "find_packed_sequence_indices", lambda position_ids: None):
+        yield
 
 
 def _train(model, spec: MemorySpec, compute: torch.dtype, ids, tracker: Tracker) -> dict:

@@ -1,0 +1,161 @@
+"""Memory formulas: the seeds' (claims B2, B5, T1-T4, I1-I4) and the exact closed forms of the
+persistent categories. Pure functions of ints; each returns a dict of named terms in bytes whose
+sum is the formula's figure. Nothing here imports torch.
+
+Symbols: N parameters, T parameter tensors, p (or x, y) bytes per element, B (b) batch, S (s)
+sequence length, D input length per sequence (= S), H (h) hidden size, L layers, V vocabulary,
+a heads, n_kv key/value heads, d_head head dimension.
+"""
+
+from __future__ import annotations
+
+from verify.formulas.params import exact as exact_params
+from verify.formulas.params import total
+
+BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}  # bytes per element of each dtype name
+STEP_BYTES = 4  # Adam's per-tensor step counter: a 0-dim fp32 tensor
+INPUT_BYTES = 8  # token ids are int64
+
+
+# --- exact closed forms of the persistent categories ---------------------------------------
+
+
+def weights(N: int, p: int) -> dict[str, int]:
+    """B2/B5/I3: the bytes of N parameters stored in p bytes each (tied weights counted once)."""
+    return {"N·p": N * p}
+
+
+def gradients(N: int, p: int) -> dict[str, int]:
+    """One gradient per parameter, in the parameter's dtype (p bytes)."""
+    return {"N·p": N * p}
+
+
+def optimizer_state(N: int, T: int, p: int, optimizer: str) -> dict[str, int]:
+    """torch.optim state kept between steps: Adam/AdamW keep exp_avg and exp_avg_sq in the
+    parameter's dtype (p bytes) and one fp32 step counter per parameter tensor (T tensors);
+    SGD without momentum keeps nothing."""
+    if optimizer in ("adam", "adamw"):
+        return {"exp_avg N·p": N * p, "exp_avg_sq N·p": N * p, "step 4·T": STEP_BYTES * T}
+    if optimizer == "sgd":
+        return {}
+    raise ValueError(f"unknown optimizer {optimizer!r}; choose adamw, adam or sgd")
+
+
+def kv_cache(L: int, B: int, T: int, n_kv: int, d_head: int, p: int) -> dict[str, int]:
+    """I4 (no seed states it): keys and values of every layer for T cached positions:
+    2·L·B·T·n_kv·d_head·p bytes (GQA/MQA: n_kv < a)."""
+    return {"K L·B·T·n_kv·d_head·p": L * B * T * n_kv * d_head * p, "V L·B·T·n_kv·d_head·p": L * B * T * n_kv * d_head * p}
+
+
+def cached_positions(S: int, new_tokens: int) -> int:
+    """Positions in the cache after `generate(max_new_tokens=new_tokens)` on an S-token prompt:
+    the prompt plus every generated token but the last (which is never fed back)."""
+    return S + max(new_tokens - 1, 0)
+
+
+# --- the seeds' formulas --------------------------------------------------------------------
+
+
+def t1_model_state(N: int, x: int, y: int) -> dict[str, int]:
+    """T1 (seed 003): "(x+y+12) * model_size": x bytes of weights, y bytes of gradients and
+    "generally 12 bytes" of fp32 optimizer state (master copy, momentum, variance) per parameter."""
+    return {"x·N weights": x * N, "y·N gradients": y * N, "12·N optimizer": 12 * N}
+
+
+def t2_steady(N: int, B: int, D: int) -> dict[str, int]:
+    """T2 (seed 001): "M_steady = 16N + 8BD": fp32 weights 4N, Adam 8N, fp32 gradients 4N,
+    int64 input 8BD (B batch, D input dimension: tokens per sequence)."""
+    return {"4N weights": 4 * N, "8N Adam": 8 * N, "4N gradients": 4 * N, "8BD input": 8 * B * D}
+
+
+def t3_activations(L: int, B: int, S: int, H: int, V: int) -> dict[str, int]:
+    """T3 (seed 001): "M_act = L * (14E + 4BSS) + 6BSV" with E = BSH: per layer norms 4E, QKV 2E,
+    attention matrix 4BSS, attention output 2E, MLP 2E + 8E (GELU) + 2E; logits 6BSV."""
+    E = B * S * H
+    return {"L·14E": L * 14 * E, "L·4BSS": L * 4 * B * S * S, "6BSV logits": 6 * B * S * V}
+
+
+def t3_peak(N: int, L: int, B: int, S: int, H: int, V: int) -> dict[str, int]:
+    """T3 (seed 001): "M_peak = M_steady + M_act + 4BSV", the 4BSV for "the extra allocation at
+    the start of the backward pass"."""
+    return {**t2_steady(N, B, S), **t3_activations(L, B, S, H, V), "4BSV backward start": 4 * B * S * V}
+
+
+def t4_left(L: int, a: int, b: int, s: int, h: int, p: int) -> dict[str, int]:
+    """T4 (seed 003), left side: "L(9bshp + bsh + 2abssp + abss + 2bshp)": linear layers 9bshp + bsh,
+    attention scores and softmax 2abssp, mask abss, two norms 2bshp (p bytes per element)."""
+    return {
+        "L·9bshp linear": L * 9 * b * s * h * p,
+        "L·bsh": L * b * s * h,
+        "L·2abssp scores+softmax": L * 2 * a * b * s * s * p,
+        "L·abss mask": L * a * b * s * s,
+        "L·2bshp norms": L * 2 * b * s * h * p,
+    }
+
+
+def t4_right(L: int, a: int, b: int, s: int, h: int, p: int) -> dict[str, int]:
+    """T4 (seed 003), right side: "Lbshp[16 + 2/p + (as/h)(2 + 1/p)]", multiplied out:
+    L(16bshp + 2bsh + 2abssp + abss)."""
+    return {
+        "L·16bshp": L * 16 * b * s * h * p,
+        "L·2bsh": L * 2 * b * s * h,
+        "L·2abssp": L * 2 * a * b * s * s * p,
+        "L·abss": L * a * b * s * s,
+    }
+
+
+def i1_working_memory(model_bytes: int, mode: str) -> dict[str, int]:
+    """I1 (seed 001): "推理工作内存 ≈ 2 * 模型内存", "训练内存 ≈ 4 * 模型内存" (model memory = N·p)."""
+    return {"2 × model" if mode == "generate" else "4 × model": (2 if mode == "generate" else 4) * model_bytes}
+
+
+def i2_inference_bound(train_peak: int) -> dict[str, int]:
+    """I2 (seed 003): inference "requires no more memory than a quarter of the memory required by
+    the training phase for the same parameter count and type"."""
+    return {"training / 4": train_peak // 4}
+
+
+def i3_weights_only(N: int, p: int) -> dict[str, int]:
+    """I3 (seed 003): a 7B model needs 28 GB in fp32, 14 GB in bf16, 7 GB in int8 for inference:
+    the weights N·p and nothing else."""
+    return {"N·p": N * p}
+
+
+# --- everything a run's JSON puts beside its measurement ------------------------------------
+
+
+def seed_predictions(shape, spec, result, companion=None) -> dict[str, dict]:
+    """The seeds' figures for the run `spec` of the model `shape`, beside the measured `result`
+    (a MemoryResult), each with its relative error. `companion`: the result of the other mode on
+    the same model, dtype, batch and prompt (I2 compares generation with training)."""
+    from verify.units import rel_error
+
+    N = total(exact_params(shape))
+    p = BYTES[spec.dtype]
+    B, S = spec.batch, spec.seq
+    rows: dict[str, tuple[str, str, int, int]] = {}  # name -> (claim, formula, predicted, measured)
+    model_bytes = total(weights(N, p))
+    if spec.mode == "train":
+        state = result.params_bytes + result.grads_bytes + result.optimizer_bytes
+        rows["T1 (x+y+12)N"] = ("T1", f"x = y = {p}", total(t1_model_state(N, p, p)), state)
+        steady = result.snapshots.get("steady", {}).get("total", 0) - result.buffers_bytes
+        rows["T2 M_steady = 16N+8BD"] = ("T2", "D = S", total(t2_steady(N, B, S)), steady)
+        rows["T3 M_act = L(14E+4BSS)+6BSV"] = ("T3", "E = BSH", total(t3_activations(shape.L, B, S, shape.h, shape.V)), result.activations_bytes)
+        rows["T3 M_peak = M_steady+M_act+4BSV"] = ("T3", "", total(t3_peak(N, shape.L, B, S, shape.h, shape.V)), result.peak_bytes)
+        args = (shape.L, shape.heads, B, S, shape.h, p)
+        rows["T4 L(9bshp+bsh+2abssp+abss+2bshp)"] = ("T4", f"p = {p}", total(t4_left(*args)), result.activations_bytes)
+        rows["T4 Lbshp[16+2/p+(as/h)(2+1/p)]"] = ("T4", f"p = {p}", total(t4_right(*args)), result.activations_bytes)
+        rows["I1 training ≈ 4 × model"] = ("I1", "model = N·p", total(i1_working_memory(model_bytes, "train")), result.peak_bytes)
+        if companion is not None:
+            rows["I2 inference ≤ training/4"] = ("I2", "bound on the generation peak", total(i2_inference_bound(result.peak_bytes)), companion.peak_bytes)
+    else:
+        rows["I1 inference ≈ 2 × model"] = ("I1", "model = N·p", total(i1_working_memory(model_bytes, "generate")), result.peak_bytes)
+        if companion is not None:
+            rows["I2 inference ≤ training/4"] = ("I2", "bound on the generation peak", total(i2_inference_bound(companion.peak_bytes)), result.peak_bytes)
+        rows["I3 weights only N·p"] = ("I3", "", total(i3_weights_only(N, p)), result.peak_bytes)
+        T = cached_positions(S, spec.new_tokens)
+        rows["I4 KV = 2·L·B·T·n_kv·d_head·p"] = ("I4", f"T = {T}", total(kv_cache(shape.L, B, T, shape.kv_heads, shape.head_dim, p)), result.kv_cache_bytes)
+    return {
+        name: {"claim": c, "formula": f, "predicted": pred, "measured": meas, "rel_error": rel_error(pred, meas)}
+        for name, (c, f, pred, meas) in rows.items()
+    }
