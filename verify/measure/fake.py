@@ -108,7 +108,7 @@ def _train(model, spec: MemorySpec, compute: torch.dtype, ids, tracker: Tracker)
     if spec.checkpointing:
         if not model.supports_gradient_checkpointing:
             raise TraceError(f"{spec.model}: {type(model).__name__} does not support gradient checkpointing")
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     params = [p for p in model.parameters() if p.requires_grad]
     for p in params:
         p.register_post_accumulate_grad_hook(lambda p: tracker.relabel(p.grad, Category.GRADS))
