@@ -13,7 +13,7 @@ import time
 import torch
 
 from verify.measure.memory import Category, MemoryResult, MemorySpec
-from verify.measure.steps import Hooks, autocast_context, cache_tensors, generate_greedy, make_optimizer, train_step
+from verify.measure.steps import Hooks, autocast_context, cache_tensors, generate_greedy, prepare_training, train_step
 from verify.measure.tracker import BUFFERS, Tracker
 
 
@@ -104,15 +104,10 @@ def _as_real_runs(device: str):
 
 
 def _train(model, spec: MemorySpec, compute: torch.dtype, ids, tracker: Tracker) -> dict:
-    model.train()
-    if spec.checkpointing:
-        if not model.supports_gradient_checkpointing:
-            raise TraceError(f"{spec.model}: {type(model).__name__} does not support gradient checkpointing")
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = prepare_training(model, spec.optimizer, spec.checkpointing)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     for p in params:
         p.register_post_accumulate_grad_hook(lambda p: tracker.relabel(p.grad, Category.GRADS))
-    optimizer = make_optimizer(spec.optimizer, params)
     tracker.add(ids, Category.ACTIVATIONS)
     device_type = params[0].device.type
     autocast = autocast_context(spec.precision, compute, device_type)
@@ -120,7 +115,6 @@ def _train(model, spec: MemorySpec, compute: torch.dtype, ids, tracker: Tracker)
     # step 1 creates the optimizer state; step 2 is the one measured
     train_step(model, optimizer, ids, autocast, Hooks(mark=tracker.mark))
     tracker.relabel([t for s in optimizer.state.values() for t in s.values() if isinstance(t, torch.Tensor)], Category.OPTIMIZER)
-    tracker.mark("measured")
     tracker.reset_peak()
     grads = {}
 

@@ -48,6 +48,17 @@ def make_optimizer(name: str, params, foreach: bool = True):
     raise ValueError(f"unknown optimizer {name!r}; choose adamw, adam or sgd")
 
 
+def prepare_training(model, optimizer: str, checkpointing: bool):
+    """Train mode, activation checkpointing of every decoder layer if asked (non-reentrant, as
+    torch recommends), and the optimizer over the trainable parameters."""
+    model.train()
+    if checkpointing:
+        if not model.supports_gradient_checkpointing:
+            raise ValueError(f"{type(model).__name__} does not support activation checkpointing")
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    return make_optimizer(optimizer, model.parameters())
+
+
 def autocast_context(precision: str, dtype: torch.dtype, device_type: str):
     """Mixed precision: autocast to `dtype` on `device_type`; pure precision: nothing."""
     if precision == "mixed":
