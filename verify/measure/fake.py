@@ -26,15 +26,16 @@ def measure(spec: MemorySpec) -> MemoryResult:
     return run(spec, device="fake")
 
 
-def run(spec: MemorySpec, device: str = "fake") -> MemoryResult:
+def run(spec: MemorySpec, device: str = "fake", config=None) -> MemoryResult:
     """Run `spec` on `device` ("fake": FakeTensorMode on the CPU; "cpu": real CPU tensors) under
-    the Tracker. Raises TraceError (one line) where the model cannot be traced."""
+    the Tracker. `config`: a transformers config to use instead of loading `spec.model` (sweeps
+    over L, h). Raises TraceError (one line) where the model cannot be traced."""
     from verify.build import build, parse_dtype
     from verify.configs import load_config, shape
 
     if device not in ("fake", "cpu"):
         raise ValueError(f"device {device!r}: this backend runs on 'fake' or 'cpu' tensors")
-    config = load_config(spec.model)
+    config = config if config is not None else load_config(spec.model)
     compute = parse_dtype(spec.dtype)
     weights = torch.float32 if spec.precision == "mixed" else compute
     if device == "fake" and shape(config).experts > 1 and weights != torch.bfloat16:

@@ -1,0 +1,138 @@
+"""The corrected predictor: the memory of a training step or a generation, term by term, as the
+fake-backend measurements support it. Pure arithmetic on a Shape and a MemorySpec (no torch).
+
+Persistent categories are exact (params, grads, optimizer state, KV cache). Activations are
+counted tensor by tensor from what autograd saves in a transformers decoder of the LLaMA family
+(RMSNorm, RoPE, gated MLP, no dropout: llama, mistral, qwen2), in pure precision, for eager and
+SDPA attention; the peak is the larger of the two moments the measurements show (the start of
+backward and the foreach optimizer step). Other families (GPT-2 and BLOOM with dropout and
+LayerNorm, MoE routing), mixed precision and checkpointing are not covered: `predict` says so
+in `covered` rather than guessing.
+
+Symbols: n = B·S tokens, h hidden, f MLP inner size, a heads, g key/value heads, d head dim,
+V vocabulary, L layers, p bytes of the compute dtype; fp32 tensors are 4 bytes whatever p is.
+"""
+
+from __future__ import annotations
+
+from verify.formulas import memory as M
+from verify.formulas.params import exact, total
+
+FP32 = 4  # bytes of the tensors RMSNorm, softmax and the loss keep in fp32
+LLAMA_FAMILY = {"llama", "mistral", "qwen2"}
+
+
+def rmsnorm_saved(n: int, h: int, p: int) -> dict[str, int]:
+    """One RMSNorm (transformers computes it in fp32): its fp32 input (4nh), the fp32 1/rms per
+    token (4n), the normalized tensor cast to the compute dtype and its product with the weight
+    (p·nh each; in fp32 the cast is the normalized product itself)."""
+    return {"fp32 input 4nh": FP32 * n * h, "1/rms 4n": FP32 * n, "normalized p·nh": p * n * h, "× weight p·nh": p * n * h}
+
+
+def attention_saved(B: int, S: int, h: int, a: int, g: int, d: int, p: int, attn: str) -> dict[str, int]:
+    """One attention block. SDPA saves q and k after RoPE, v, its output and an fp32 logsumexp per
+    head and token (4·B·a·S): linear in S. Eager saves the fp32 softmax (4·B·a·S²), its cast to
+    the compute dtype (p·B·a·S², none when p = 4), q, k and v (k and v repeated to a heads for
+    GQA) and the re-laid-out output: quadratic in S."""
+    n = B * S
+    if attn == "sdpa":
+        return {"q after RoPE n·a·d·p": n * a * d * p, "k after RoPE n·g·d·p": n * g * d * p, "v n·g·d·p": n * g * d * p,
+                "output n·a·d·p": n * a * d * p, "logsumexp 4·B·a·S": FP32 * B * a * S}
+    kv_heads = g if g == a else a  # repeat_kv materializes a-head copies of k and v under GQA
+    return {
+        "q after RoPE n·a·d·p": n * a * d * p,
+        "k n·kv·d·p": n * kv_heads * d * p,
+        "v n·kv·d·p": n * kv_heads * d * p,
+        "softmax fp32 4·B·a·S²": FP32 * B * a * S * S,
+        "softmax cast p·B·a·S²": 0 if p == FP32 else p * B * a * S * S,
+        "output n·a·d·p": n * a * d * p,
+    }
+
+
+def gated_mlp_saved(n: int, f: int, p: int) -> dict[str, int]:
+    """SwiGLU MLP: gate and up projections, the activation of the gate and the product (p·nf each)."""
+    return {"gate n·f·p": n * f * p, "up n·f·p": n * f * p, "act(gate) n·f·p": n * f * p, "act·up n·f·p": n * f * p}
+
+
+def head_saved(B: int, S: int, h: int, d: int, V: int, p: int) -> dict[str, int]:
+    """Outside the layers: the final RMSNorm, RoPE's cos and sin (one row of positions shared by
+    the batch: p·S·d each), the fp32 log-probabilities of the loss (4nV; the logits themselves
+    are not kept), the int64 input ids (8n), the labels the loss keeps (padded by one position
+    and shifted: a view of the 8·(S+1) padded row when B = 1, a contiguous 8·B·S copy when B > 1)
+    and the loss with its total weight (2 fp32 scalars)."""
+    n = B * S
+    return {
+        **{f"final norm {k}": v for k, v in rmsnorm_saved(n, h, p).items()},
+        "cos, sin 2·S·d·p": 2 * S * d * p,
+        "log-probs 4nV": FP32 * n * V,
+        "input ids 8n": M.INPUT_BYTES * n,
+        "labels 8(S+1) or 8BS": M.INPUT_BYTES * (S + 1 if B == 1 else B * S),
+        "loss, total weight 2·4": 2 * FP32,
+    }
+
+
+def activations(s, spec) -> dict[str, int]:
+    """Bytes live at the forward/backward boundary beyond the persistent state (training)."""
+    p = M.BYTES[spec.dtype]
+    B, S = spec.batch, spec.seq
+    n = B * S
+    layer = {
+        **{f"2 norms: {k}": 2 * v for k, v in rmsnorm_saved(n, s.h, p).items()},
+        **attention_saved(B, S, s.h, s.heads, s.kv_heads, s.head_dim, p, spec.attn),
+        **gated_mlp_saved(n, s.ffn, p),
+    }
+    return {**{f"L × {k}": s.L * v for k, v in layer.items()}, **head_saved(B, S, s.h, s.head_dim, s.V, p)}
+
+
+def backward_start(s, spec) -> dict[str, int]:
+    """What the first backward ops add on top of the forward's end: while log_softmax's backward
+    runs, its saved output, the fp32 gradient of the log-probabilities and the fp32 gradient of
+    the logits are all live (4nV each beyond the forward's end); both saved and incoming buffers
+    are freed before the cast to the compute dtype, so later moments are lower."""
+    n = spec.batch * spec.seq
+    return {"grad log-probs 4nV": FP32 * n * s.V, "grad logits fp32 4nV": FP32 * n * s.V}
+
+
+def optimizer_transient(N: int, p: int, optimizer: str) -> dict[str, int]:
+    """torch's foreach Adam(W) step holds one temporary per parameter (sqrt of exp_avg_sq, p bytes);
+    foreach SGD updates in place."""
+    return {"foreach sqrt(v) N·p": N * p} if optimizer in ("adam", "adamw") else {}
+
+
+def rope_buffers(s) -> dict[str, int]:
+    """RoPE's inverse frequencies, kept twice (inv_freq and original_inv_freq), fp32, d/2 each;
+    families without RoPE keep none here."""
+    return {"inv_freq, original_inv_freq 2·(d/2)·4": 2 * (s.head_dim // 2) * FP32} if s.positions == "rope" else {}
+
+
+def covered(s, spec) -> str | None:
+    """None if the predictor covers this run; otherwise why not (one line)."""
+    if s.model_type not in LLAMA_FAMILY or s.experts > 1:
+        return f"activations are derived for the LLaMA family ({', '.join(sorted(LLAMA_FAMILY))}), not {s.model_type}"
+    if spec.mode == "train" and (spec.precision != "pure" or spec.checkpointing):
+        return "activations are derived for pure precision without checkpointing"
+    return None
+
+
+def predict(s, spec, T: int) -> dict[str, dict[str, int]]:
+    """Category -> named terms in bytes for the run `spec` on Shape `s`; T = parameter tensors
+    (Adam's step counters). Activation and peak terms only where `covered` is None."""
+    N = total(exact(s))
+    p = M.BYTES[spec.dtype]
+    pw = FP32 if spec.precision == "mixed" else p
+    B, S = spec.batch, spec.seq
+    out: dict[str, dict[str, int]] = {"params": M.weights(N, pw), "buffers": rope_buffers(s)}
+    if spec.mode == "train":
+        out["grads"] = M.gradients(N, pw)
+        out["optimizer"] = M.optimizer_state(N, T, pw, spec.optimizer)
+        if covered(s, spec) is None:
+            out["activations"] = activations(s, spec)
+            state = total(out["params"]) + total(out["buffers"]) + total(out["optimizer"])
+            fwd_end = state + total(out["activations"])
+            step = state + total(out["grads"]) + total(optimizer_transient(N, pw, spec.optimizer)) + M.INPUT_BYTES * B * S
+            moments = {"start of backward": fwd_end + total(backward_start(s, spec)), "optimizer step": step}
+            out["peak"] = {max(moments, key=moments.get): max(moments.values())}
+    else:
+        T_kv = M.cached_positions(S, spec.new_tokens)
+        out["kv_cache"] = M.kv_cache(s.L, B, T_kv, s.kv_heads, s.head_dim, p)
+    return out
