@@ -78,7 +78,7 @@ def b1():
     rows = {k: {"seed": seed_bytes[k], "measured": measured[k], "rel_error": rel_error(seed_bytes[k], measured[k])}
             for k in seed_bytes}
     int4 = q["int4"]
-    g = int4.group_size
+    (g,) = int4.group_sizes  # every LLaMA-7B layer's input size is a multiple of quanto's 128
     verdict = None if all(cpu_equals_meta.values()) else Verdict.ERROR
     return judge(
         "B1", predicted=seed_bytes["int4"], measured=measured["int4"], unit="bytes per parameter (int4)",
@@ -434,7 +434,8 @@ def t7():
         "T7", predicted=3.7, measured=right, unit="× parameters for +10%", tolerance=0.01, loose=0.10,
         explanation=(
             f"With performance ∝ N^α, +10% needs N × 1.1^(1/0.07) = {right:.2f}, which the seed's 3.7 approximates "
-            f"({rel_error(3.7, right):+.1%}); its written formula 10^(1/α) gives {terms['10^(1/α)']:.3g}, a 100× gain."
+            f"({rel_error(3.7, right):+.1%}); its written formula 10^(1/α) = {terms['10^(1/α)']:.3g} is the factor for 10× "
+            "the performance, not +10%."
         ),
         corrected="(1 + 0.10)^(1/α)", corrected_value=right,
         inconsistency=f"the seed writes 10^(1/α) ≈ 3.7, but 10^(1/0.07) = {terms['10^(1/α)']:.3g}",
@@ -486,19 +487,22 @@ def p14():
     align = F.power_of_two_alignment(rows)
     pad = F.embedding_padding(rows, tokenizer_entries, special)
     tied = model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    next128 = -(-(tokenizer_entries + special) // 128) * 128
     return judge(
         "P14", predicted=151_936, measured=int(rows), unit="embedding rows", tolerance=0,
         explanation=(
             f"Built from its config, Qwen2-0.5B has Embedding({rows}, {h}) (tied to lm_head: {tied}); {rows} = "
             f"{align['2^k']} × {align['odd factor']}, so 128 is the largest power of two dividing it; the config's "
             f"bos/eos id is {config.bos_token_id}, equal to the seed's 151,643, i.e. the first id after the regular "
-            f"vocabulary; with the tokenizer's 3 special tokens (151643-151645) {pad['unused rows']} rows are never "
-            "indexed. The tokenizer count and its special tokens are the seed's and the published tokenizer's facts, "
-            "not measured here."
+            f"vocabulary; if the tokenizer adds the 3 special tokens published for Qwen2 (151643-151645), "
+            f"{pad['unused rows']} rows are never indexed, and since the next multiple of 128 above {tokenizer_entries + special:,} "
+            f"is {next128:,}, alignment alone does not explain {rows:,}. The 151,643 tokens and the special tokens are "
+            "the seed's and the published tokenizer's figures, not measured here (no tokenizer is downloaded)."
         ),
         evidence={"embedding shape (meta module)": [int(rows), int(h)], "config vocab_size": config.vocab_size,
                   "config bos/eos": [config.bos_token_id, config.eos_token_id], "alignment": align, "padding": pad,
                   "tied": tied, "rows - seed's tokenizer entries": int(rows) - tokenizer_entries,
+                  "next multiple of 128 above the tokens": next128,
                   "how established": {"rows, h, tying": "meta-built module", "vocab_size, bos/eos id": "models/qwen2-0.5b.json",
                                       "alignment": "arithmetic on the rows", "151,643 and 3 special tokens": "the seed / published tokenizer (not downloaded)"}},
         backend="meta", command=_cmd("P14"),

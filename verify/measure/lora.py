@@ -12,13 +12,16 @@ from torch import nn
 
 
 def _peft(model: nn.Module, config) -> nn.Module:
-    """peft's get_peft_model, without the FutureWarning transformers raises inside it."""
+    """peft's get_peft_model, without the FutureWarning transformers raises inside it, peft's note
+    that it switches fan_in_fan_out on for GPT-2's Conv1D, and its note on Mixtral's unused patterns."""
     import warnings
 
     from peft import get_peft_model
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", message="fan_in_fan_out is set to False")
+        warnings.filterwarnings("ignore", message="The following .*_pattern keys did not match any targeted module")
         return get_peft_model(model, config)
 
 

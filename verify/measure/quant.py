@@ -30,7 +30,7 @@ class QuantStorage:
     other_params: int  # parameters left in float (embeddings, norms, biases)
     other_bytes: int  # their storage
     total_bytes: int  # the whole state dict (tied tensors once)
-    group_size: int | None  # values per scale for int4 (None: one scale per output channel)
+    group_sizes: list[int]  # int4: the distinct numbers of values per scale/shift (quanto picks one per layer); [] for int8
     by_suffix: dict[str, int] = field(default_factory=dict)  # state-dict name suffix -> bytes
 
     @property
@@ -70,7 +70,7 @@ def storage(model: torch.nn.Module, name: str, weights: str, dtype: torch.dtype,
     seen: set[int] = set()
     data = scales = other_b = other_p = 0
     by_suffix: dict[str, int] = {}
-    group = None
+    groups: set[int] = set()
     for key, t in model.state_dict(keep_vars=True).items():
         ident = id(t) if t.device.type == "meta" else t.data_ptr()
         if ident in seen:  # a tied tensor appears under two names
@@ -85,7 +85,7 @@ def storage(model: torch.nn.Module, name: str, weights: str, dtype: torch.dtype,
             else:
                 scales += nbytes
                 if weights == "int4" and leaf == "_scale":
-                    group = model.get_submodule(layer).weight.numel() // t.numel()
+                    groups.add(model.get_submodule(layer).weight.numel() // t.numel())
         elif layer in quantized_layers and leaf in ("input_scale", "output_scale"):
             suffix = leaf
             scales += nbytes
@@ -97,7 +97,7 @@ def storage(model: torch.nn.Module, name: str, weights: str, dtype: torch.dtype,
     return QuantStorage(
         model=name, weights=weights, dtype=str(dtype).removeprefix("torch."), device=device,
         quantized_params=qparams, quantized_bytes=data + scales, data_bytes=data, scale_bytes=scales,
-        other_params=other_p, other_bytes=other_b, total_bytes=data + scales + other_b, group_size=group,
+        other_params=other_p, other_bytes=other_b, total_bytes=data + scales + other_b, group_sizes=sorted(groups),
         by_suffix=by_suffix,
     )
 
