@@ -9,7 +9,7 @@ from verify.claims import Verdict
 from verify.claims import other as checks
 from verify.configs import load_config
 from verify.formulas import other as F
-from verify.measure.checkpoint import Spec, file_size, header, specs, with_norms_in, written
+from verify.measure.checkpoint import Spec, file_size, header, shards, specs, with_norms_in, written
 from verify.measure.numerics import element_bytes, float_formats
 from verify.measure.params import count
 
@@ -105,6 +105,18 @@ def test_written_checkpoints_have_exactly_the_size_the_rule_predicts(tmp_path, n
     torch.manual_seed(0)
     r = written(build(load_config(name), device="cpu", dtype=dtype), tmp_path / "m.safetensors")
     assert r["header_identical"] and r["file_bytes"] == r["rule_bytes"]
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2"])
+def test_sharded_save_pretrained_files_have_the_sizes_the_rule_gives_each_shard(tmp_path, name):
+    """transformers' save_pretrained with a 100KB shard limit: every shard on disk has the rule's size."""
+    import os
+
+    model = build(load_config(name), device="cpu", dtype=torch.float16)
+    model.save_pretrained(tmp_path, max_shard_size="100KB")
+    disk = {f: os.path.getsize(tmp_path / f) for f in os.listdir(tmp_path) if f.endswith(".safetensors")}
+    assert len(disk) > 1
+    assert disk == {f: s.total_bytes for f, s in shards(model, "100KB").items()}
 
 
 def test_llama7b_fp16_file_is_two_bytes_per_counted_parameter_plus_header():

@@ -129,7 +129,7 @@ def b3():
 
     from verify.build import build
     from verify.configs import load_config
-    from verify.measure.checkpoint import file_size, specs, written
+    from verify.measure.checkpoint import file_size, shards, specs, written
     from verify.measure.params import count
 
     confirmations = {}
@@ -144,6 +144,7 @@ def b3():
     model = build(load_config("llama-7b"), device="meta", dtype=torch.float16)
     size = file_size(specs(model))
     n = count(model).total
+    split = {f: v.total_bytes for f, v in shards(model, "10GB").items()}  # two files, as hub checkpoints of this size
     estimate = F.total(F.checkpoint_estimate(7 * 10**9))
     return judge(
         "B3", predicted=13.5e9, measured=size.total_bytes, unit="bytes", tolerance=0.005,
@@ -157,6 +158,7 @@ def b3():
         corrected="8 + len(JSON header) + 2·N bytes, N the counted parameters",
         corrected_value=8 + size.header_bytes + 2 * n,
         evidence={"llama-7b fp16": size.as_dict(), "parameters": n, "GiB": size.total_bytes / F.GiB,
+                  "sharded at max_shard_size=10GB (files, bytes)": split, "sharded total": sum(split.values()),
                   "seed estimate 7B × 2": estimate, "estimate rel error": rel_error(estimate, size.total_bytes),
                   "rule confirmed byte-exactly on written files": confirmations},
         backend="cpu", command=_cmd("B3"),

@@ -53,14 +53,20 @@ class FileSize:
 
 
 def specs(model: torch.nn.Module) -> list[Spec]:
-    """The tensors save_model would store: the state dict with each shared tensor once, under its
-    alphabetically first name (safetensors keeps the first of the sorted complete names)."""
+    """The tensors a checkpoint stores: the state dict with each shared tensor once. Of a tied
+    pair the name transformers declares tied (all_tied_weights_keys, e.g. lm_head.weight) is
+    dropped, as save_pretrained does; any other sharing keeps the alphabetically first name."""
+    tied_copies = set(getattr(model, "all_tied_weights_keys", None) or {})
     by_tensor: dict[int, list[str]] = {}
     tensors: dict[int, torch.Tensor] = {}
     for name, t in model.state_dict(keep_vars=True).items():
         by_tensor.setdefault(id(t), []).append(name)
         tensors[id(t)] = t
-    return [Spec(sorted(names)[0], tensors[k].dtype, tuple(tensors[k].shape)) for k, names in by_tensor.items()]
+    out = []
+    for k, names in by_tensor.items():
+        kept = [n for n in names if n not in tied_copies] or names
+        out.append(Spec(sorted(kept)[0], tensors[k].dtype, tuple(tensors[k].shape)))
+    return out
 
 
 def header(tensor_specs: list[Spec], metadata: dict[str, str] | None = METADATA) -> bytes:
@@ -119,3 +125,15 @@ def with_norms_in(model: torch.nn.Module, dtype: torch.dtype) -> list[Spec]:
     norm_names = {f"{path}.{p}" if path else p for path, m in model.named_modules() if component(path, m) == "norms"
                   for p, _ in m.named_parameters(recurse=False)}
     return [Spec(s.name, dtype, s.shape) if s.name in norm_names else s for s in specs(model)]
+
+
+def shards(model: torch.nn.Module, max_shard_size: int | str) -> dict[str, FileSize]:
+    """The files a sharded save (transformers' save_pretrained, max_shard_size) writes, each sized by
+    the rule; the split into shards is huggingface_hub's, which works on meta tensors too. (For MoE
+    models transformers 5 converts fused experts back to per-expert tensors on save, so their
+    files differ from the in-memory state dict counted here; dense models are saved as they are.)"""
+    from huggingface_hub import split_torch_state_dict_into_shards
+
+    by_name = {s.name: s for s in specs(model)}
+    split = split_torch_state_dict_into_shards(model.state_dict(), max_shard_size=max_shard_size)
+    return {f: file_size([by_name[n] for n in names if n in by_name]) for f, names in split.filename_to_tensors.items()}
