@@ -149,20 +149,32 @@ def cmd_memory(args) -> int:
 
 
 def cmd_shard(args) -> int:
-    from verify.measure.shard import ShardSpec, measure_shard, validate_shard
+    from verify.measure.shard import ShardSpec, measure_shard, min_world_size, validate_shard
 
     _, s = _model(args.model)
     spec = ShardSpec(
-        model=args.model, world_size=args.world_size, strategy=args.strategy, dtype=args.dtype,
-        optimizer=args.optimizer, batch=args.batch, seq=args.seq, gpu_gb=args.gpu_gb,
+        model=args.model, world_size=args.world_size, strategy=args.strategy, mode=args.mode, dtype=args.dtype,
+        precision=args.precision, optimizer=args.optimizer, batch=args.batch, seq=args.seq, gpu_gb=args.gpu_gb,
     )
     try:
         validate_shard(spec, s)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    result = measure_shard(spec)
+    if args.min_n:
+        result = min_world_size(spec, reference_n=spec.world_size)
+    else:
+        result = measure_shard(spec)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
+    elif args.min_n:
+        from verify.units import fmt_bytes
+
+        n = result["min_world_size"]
+        how = "measured at N and N-1" if result["confirmed"] else "from the run at N=%d, not confirmed" % result["reference_n"]
+        print(f"{args.model}: smallest world size whose per-rank peak fits {args.gpu_gb:g} GB: "
+              + (f"{n} ({how})" if n else "none up to 1024"))
+        for k, v in sorted(result["measured_peaks"].items()):
+            print(f"  N={k}: measured per-rank peak {fmt_bytes(v)}")
     else:
         from verify.report import shard_table
 
@@ -245,13 +257,16 @@ def parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("shard", help="per-rank memory under DDP / FSDP2 (ZeRO) on a fake process group")
     q.add_argument("model")
-    q.add_argument("--world-size", type=int, required=True)
+    q.add_argument("--world-size", type=int, required=True, help="N ranks (with --min-n: the N measured first)")
     q.add_argument("--strategy", default="fsdp", help="ddp | fsdp | zero2 | zero3")
+    q.add_argument("--mode", default="train", help="train (one optimizer step) | infer (prefill --seq tokens + 1 token)")
     q.add_argument("--dtype", choices=DTYPE_NAMES, default="bf16")
+    q.add_argument("--precision", default="mixed", help="mixed: fp32 sharded master weights, compute in --dtype | pure")
     q.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
-    q.add_argument("--batch", type=int, default=1)
+    q.add_argument("--batch", type=int, default=1, help="sequences per rank")
     q.add_argument("--seq", type=int, default=2048)
     q.add_argument("--gpu-gb", type=float, default=80.0, help="GPU memory in GB (1e9 bytes) to fit")
+    q.add_argument("--min-n", action="store_true", help="find the smallest N whose per-rank peak fits --gpu-gb")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_shard)
 

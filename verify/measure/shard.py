@@ -1,0 +1,551 @@
+"""Per-rank memory of sharded training and inference, measured by running PyTorch's own
+data-parallel engines on one CPU process.
+
+How: `torch.distributed` is initialised with the "fake" process group
+(torch.testing._internal.distributed.fake_pg: collectives return at once, every rank is
+simulated by rank 0), the model is built on the meta device, wrapped by FSDP2
+(`torch.distributed.fsdp.fully_shard`, one group per decoder layer plus the root) or by the
+FSDP2-based DDP (`torch.distributed._composable.replicate_with_fsdp.replicate`), and then
+materialized as FakeTensors, so a 405B model over 1024 ranks allocates nothing. One training
+step (forward, loss, backward, optimizer step) or one inference (prefill + one decoded token)
+runs through the real sharding code: all-gathers into unsharded buffers, reshard after
+forward, reduce-scatter of gradients, the optimizer on the local shards.
+
+What is measured on rank 0 (the largest shard when a dimension does not divide evenly):
+  params/grads/optimizer: the bytes of the distinct storages behind the sharded parameters'
+      local tensors, their gradients and the optimizer state, read from the tensors (exact);
+  activations: bytes live at the end of forward beyond what was live before it, less the
+      unsharded parameter buffers FSDP still holds then;
+  peak: the highest total of live storage bytes during the step, from a small allocation
+      tracker (`LiveBytes`, below) that sees every tensor an op returns and FSDP's storage
+      resizes; inputs and persistent state count from the start.
+
+Strategies (ZeRO stage <-> FSDP2 setting):
+  ddp    replicate(): every rank holds all parameters, gradients and optimizer state.
+  fsdp   fully_shard() with its defaults: layers reshard after forward, the root does not.
+  zero3  fully_shard(reshard_after_forward=True) on every group, root included.
+  zero2  fully_shard(reshard_after_forward=False): gathered parameters stay until backward
+         is done; gradients and optimizer state sharded.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import weakref
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+
+from verify.measure.memory import DTYPE_NAMES, OPTIMIZERS
+
+STRATEGIES = ("ddp", "fsdp", "zero2", "zero3")
+MODES = ("train", "infer")
+PRECISIONS = ("mixed", "pure")
+MAX_WORLD_SIZE = 1 << 20  # far beyond any real cluster; keeps a typo from building a billion ranks
+GB = 10**9
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """One per-rank measurement to run."""
+
+    model: str  # bundled name or config.json path
+    world_size: int  # N: data-parallel ranks
+    strategy: str = "fsdp"  # ddp | fsdp | zero2 | zero3 (see the module docstring)
+    mode: str = "train"  # "train": one optimizer step; "infer": prefill of `seq` tokens + one decoded token
+    dtype: str = "bf16"  # compute dtype (and weight dtype under precision="pure" and for inference)
+    precision: str = "mixed"  # "mixed": fp32 sharded master weights, compute in dtype, fp32 gradient reduce; "pure": all in dtype
+    optimizer: str = "adamw"  # adamw | adam | sgd (plain SGD: no state); training only
+    batch: int = 1  # sequences per rank (micro-batch)
+    seq: int = 2048  # tokens per sequence (training), prompt length (inference)
+    gpu_gb: float = 80.0  # GPU memory in GB (1e9 bytes) the per-rank peak is compared with
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def validate_shard(spec: ShardSpec, shape) -> None:
+    """Raise ValueError with one clear line for a spec that cannot run."""
+    checks = [
+        (isinstance(spec.world_size, int) and 0 < spec.world_size <= MAX_WORLD_SIZE,
+         f"world size must be a positive integer up to {MAX_WORLD_SIZE}, got {spec.world_size}"),
+        (spec.strategy in STRATEGIES, f"strategy {spec.strategy!r} is not one of {', '.join(STRATEGIES)}"),
+        (spec.mode in MODES, f"mode {spec.mode!r} is not one of {', '.join(MODES)}"),
+        (spec.dtype in DTYPE_NAMES, f"dtype {spec.dtype!r} is not one of {', '.join(DTYPE_NAMES)}"),
+        (spec.precision in PRECISIONS, f"precision {spec.precision!r} is not one of {', '.join(PRECISIONS)}"),
+        (spec.optimizer in OPTIMIZERS, f"optimizer {spec.optimizer!r} is not one of {', '.join(OPTIMIZERS)}"),
+        (spec.batch > 0, f"batch must be positive, got {spec.batch}"),
+        (spec.seq > 0, f"seq must be positive, got {spec.seq}"),
+        (spec.gpu_gb > 0 and math.isfinite(spec.gpu_gb), f"GPU size must be a positive number of GB, got {spec.gpu_gb}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
+    total = spec.seq + (1 if spec.mode == "infer" else 0)
+    if shape.max_positions and total > shape.max_positions:
+        raise ValueError(f"{shape.name} accepts at most {shape.max_positions} positions; seq {spec.seq} needs {total}")
+
+
+# --- the allocation tracker -----------------------------------------------------------------
+
+
+class LiveBytes:
+    """Live storage bytes and their peak: every tensor an op returns is registered once by its
+    storage (a DTensor by its local shard), and a weak reference to the storage drops its bytes
+    when it dies. Storage resizes, with which FSDP2 frees and re-allocates the unsharded
+    parameters (`UntypedStorage.resize_`, which no dispatch mode sees), are followed by wrapping
+    that method while tracking.
+
+    Why not verify.measure.tracker.Tracker: it reads `untyped_storage()` of each output, which a
+    DTensor does not have, and does not see resizes, so under FSDP2 it would keep counting freed
+    unsharded parameters. This one keeps a total, a peak and per-phase peaks, nothing more.
+    """
+
+    def __init__(self):
+        self._live: dict[int, list] = {}  # storage key -> [bytes counted, weakref]
+        self.live = 0  # bytes live now
+        self.peak = 0  # highest `live` seen
+        self.phase = "setup"  # current phase, set with `set_phase`
+        self.phase_peaks: dict[str, int] = {}  # phase -> highest `live` seen in it
+
+    def _add_storage(self, st) -> None:
+        key = st._cdata
+        if key in self._live:
+            return
+        n = st.nbytes()
+        self._live[key] = [n, weakref.ref(st, lambda _r, k=key: self._free(k))]
+        self.live += n
+
+    def _free(self, key: int) -> None:
+        entry = self._live.pop(key, None)
+        if entry is not None:
+            self.live -= entry[0]
+
+    def _add_tensor(self, t) -> None:
+        local = getattr(t, "_local_tensor", None)  # DTensor: its shard on this rank
+        if local is not None:
+            t = local
+        try:
+            self._add_storage(t.untyped_storage())
+        except (RuntimeError, NotImplementedError):  # another wrapper subclass: its inner tensors
+            from torch.distributed._tools.common_utils import get_untyped_storages
+
+            for st in get_untyped_storages(t):
+                self._add_storage(st)
+
+    def track(self, obj) -> None:
+        """Register every storage behind the tensors in `obj` (a tensor or a nested structure)."""
+        import torch
+        from torch.utils._pytree import tree_leaves
+
+        for t in tree_leaves(obj):
+            if isinstance(t, torch.Tensor):
+                self._add_tensor(t)
+        self._update()
+
+    def _resized(self, st) -> None:
+        entry = self._live.get(st._cdata)
+        if entry is None:
+            return
+        n = st.nbytes()
+        self.live += n - entry[0]
+        entry[0] = n
+        self._update()
+
+    def _update(self) -> None:
+        if self.live > self.peak:
+            self.peak = self.live
+        if self.live > self.phase_peaks.get(self.phase, 0):
+            self.phase_peaks[self.phase] = self.live
+
+    def set_phase(self, name: str) -> None:
+        self.phase = name
+        self.phase_peaks[name] = max(self.phase_peaks.get(name, 0), self.live)
+
+    @contextmanager
+    def tracking(self):
+        """Register op outputs and storage resizes inside the block."""
+        import torch
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        tracker = self
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                if isinstance(out, torch.Tensor):
+                    tracker._add_tensor(out)
+                    tracker._update()
+                else:
+                    tracker.track(out)
+                return out
+
+        orig_resize = torch.UntypedStorage.resize_
+
+        def resize_(st, size):
+            ret = orig_resize(st, size)
+            tracker._resized(st)
+            return ret
+
+        torch.UntypedStorage.resize_ = resize_
+        try:
+            with _Mode():
+                yield self
+        finally:
+            torch.UntypedStorage.resize_ = orig_resize
+
+
+# --- reading the sharded state --------------------------------------------------------------
+
+
+def _storage_bytes(tensors) -> int:
+    """Bytes of the distinct storages behind `tensors` (DTensors count their local shard)."""
+    from torch.distributed._tools.common_utils import get_untyped_storages
+
+    seen: dict[int, int] = {}
+    for t in tensors:
+        if t is None:
+            continue
+        for st in get_untyped_storages(t):
+            seen[st._cdata] = st.nbytes()
+    return sum(seen.values())
+
+
+def _local(t):
+    return getattr(t, "_local_tensor", t)
+
+
+def _unsharded_param_bytes(model) -> int:
+    """Bytes FSDP2 holds in unsharded (all-gathered) parameter buffers right now."""
+    from torch.distributed.fsdp import FSDPModule
+
+    bufs = []
+    for m in model.modules():
+        if isinstance(m, FSDPModule):
+            for group in m._get_fsdp_state()._fsdp_param_groups:
+                for fp in group.fsdp_params:
+                    bufs.extend(fp.all_gather_outputs)
+    return _storage_bytes(bufs)
+
+
+def param_shapes(model) -> list[tuple[int, ...]]:
+    """Shapes of the distinct parameters (tied ones once), in registration order."""
+    return [tuple(p.shape) for p in model.parameters()]
+
+
+# --- the run --------------------------------------------------------------------------------
+
+
+@contextmanager
+def fake_world(world_size: int):
+    """A fake process group of `world_size` ranks on this one process (this process is rank 0),
+    and a 1-D CPU device mesh over it; torn down on exit."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.testing._internal.distributed.fake_pg import FakeStore
+
+    if dist.is_initialized():
+        raise RuntimeError("a process group is already initialised in this process; the fake one needs its own")
+    dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=world_size)
+    try:
+        yield init_device_mesh("cpu", (world_size,), mesh_dim_names=("dp",))
+    finally:
+        dist.destroy_process_group()
+
+
+def decoder_layers(model) -> list:
+    """The modules FSDP wraps one by one: those whose class transformers names in
+    `_no_split_modules` (the decoder blocks), as accelerate's transformer auto-wrap does."""
+    names = set(getattr(model, "_no_split_modules", None) or [])
+    layers = [m for m in model.modules() if type(m).__name__ in names]
+    if not layers:
+        raise ValueError(f"{type(model).__name__} names no decoder-layer class in _no_split_modules; cannot wrap per layer")
+    return layers
+
+
+def apply_strategy(model, mesh, spec: ShardSpec) -> None:
+    """Wrap `model` (on the meta device) in place with the engine `spec.strategy` names."""
+    import torch
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    from verify.build import parse_dtype
+
+    compute = parse_dtype(spec.dtype)
+    if spec.mode == "train" and spec.precision == "mixed":
+        mp = MixedPrecisionPolicy(param_dtype=compute, reduce_dtype=torch.float32)
+    else:
+        mp = MixedPrecisionPolicy()
+    if spec.strategy == "ddp":
+        from torch.distributed._composable.replicate_with_fsdp import replicate
+
+        for layer in decoder_layers(model):
+            replicate(layer, mesh=mesh, mp_policy=mp)
+        replicate(model, mesh=mesh, mp_policy=mp)
+        return
+    layer_reshard = {"fsdp": None, "zero3": True, "zero2": False}[spec.strategy]
+    root_reshard = {"fsdp": None, "zero3": True, "zero2": False}[spec.strategy]
+    for layer in decoder_layers(model):
+        fully_shard(layer, mesh=mesh, mp_policy=mp, reshard_after_forward=layer_reshard)
+    fully_shard(model, mesh=mesh, mp_policy=mp, reshard_after_forward=root_reshard)
+
+
+def measure_shard(spec: ShardSpec) -> dict:
+    """Run `spec` on a fake process group with fake tensors; return the per-rank bytes (rank 0)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    t0 = time.perf_counter()
+    with fake_world(spec.world_size) as mesh:
+        # allow_non_fake_inputs lets to_empty read the meta shards
+        result = run_rank(spec, mesh, "cpu", FakeTensorMode(allow_non_fake_inputs=True))
+    result.update(backend="fake", seconds=round(time.perf_counter() - t0, 2))
+    return result
+
+
+def run_rank(spec: ShardSpec, mesh, device: str, fake_mode=None) -> dict:
+    """This rank's part of `spec` on `mesh`: build on meta, wrap (apply_strategy), materialize on
+    `device` (under `fake_mode` if given), initialise the optimizer state, then one tracked
+    training step or inference. The step is the project's device-agnostic one
+    (verify.measure.steps: train_step; generate_greedy with one decoded token). Real ranks
+    (verify.measure.shard_ranks) call this very function with fake_mode=None."""
+    import contextlib
+
+    import torch
+
+    from verify.build import build
+    from verify.configs import load_config
+    from verify.measure import steps
+
+    config = load_config(spec.model)
+    model = build(config, device="meta", dtype=weight_dtype(spec))  # transformers picks sdpa where the architecture has it
+    shapes = param_shapes(model)
+    tracker = LiveBytes()
+    seen: dict[str, int] = {}
+    apply_strategy(model, mesh, spec)
+    with fake_mode or contextlib.nullcontext():
+        model.to_empty(device=device)
+        ids = torch.randint(0, config.vocab_size, (spec.batch, spec.seq), device=device)
+        params = list(model.parameters())
+        seen["params"] = _storage_bytes(_local(p) for p in params)
+        before_forward = {}
+
+        def after_forward(_loss_or_cache=None):
+            # beyond what was live before forward: saved activations (or KV cache), less the
+            # gathered parameters FSDP still holds at this point
+            seen["activations"] = tracker.live - before_forward["live"] - _unsharded_param_bytes(model)
+
+        def mark(phase: str) -> None:
+            if phase in ("forward", "prefill"):
+                before_forward["live"] = tracker.live
+            tracker.set_phase(phase)
+
+        if spec.mode == "train":
+            opt = steps.make_optimizer(spec.optimizer, params)
+            _init_optimizer_state(opt, params)
+            seen["optimizer"] = _optimizer_state_bytes(opt)
+            tracker.track([params, ids, [list(s.values()) for s in opt.state.values()]])
+
+            def after_backward():
+                seen["grads"] = _storage_bytes(_local(p.grad) for p in params if p.grad is not None)
+
+            hooks = steps.Hooks(mark=mark, after_forward=after_forward, after_backward=after_backward)
+            with tracker.tracking():
+                steps.train_step(model, opt, ids, contextlib.nullcontext(), hooks)
+        else:
+            tracker.track([params, ids])
+
+            def after_prefill(cache):
+                seen["kv_cache"] = _storage_bytes(steps.cache_tensors(cache))
+                after_forward()
+                seen["activations"] -= seen["kv_cache"]
+
+            def after_token(cache):
+                seen["kv_cache"] = _storage_bytes(steps.cache_tensors(cache))
+
+            hooks = steps.Hooks(mark=mark, after_prefill=after_prefill, after_token=after_token)
+            with tracker.tracking():
+                steps.generate_greedy(model, ids, new_tokens=2, hooks=hooks)
+    for phase in ("idle", "zero_grad"):  # after the step: nothing new, and the next step starts lower
+        tracker.phase_peaks.pop(phase, None)
+    per_rank = {
+        "params_bytes": seen["params"],
+        "grads_bytes": seen.get("grads", 0),
+        "optimizer_bytes": seen.get("optimizer", 0),
+        "activations_bytes": seen["activations"],
+        "kv_cache_bytes": seen.get("kv_cache", 0),
+        "peak_bytes": tracker.peak,
+        "phase_peaks": dict(tracker.phase_peaks),
+    }
+    persistent = per_rank["params_bytes"] + per_rank["grads_bytes"] + per_rank["optimizer_bytes"]
+    gpu_bytes = int(spec.gpu_gb * GB)
+    return {
+        "spec": spec.as_dict(),
+        "per_rank": per_rank,
+        "total_params": sum(math.prod(s) for s in shapes),
+        "persistent_bytes": persistent,
+        "closed_form_persistent": closed_form_persistent(spec, shapes),
+        "gpu_bytes": gpu_bytes,
+        "fits": tracker.peak <= gpu_bytes,
+        "headroom_bytes": gpu_bytes - tracker.peak,
+        "tracker": "verify.measure.shard.LiveBytes (follows DTensor shards and FSDP storage resizes)",
+    }
+
+
+def weight_dtype(spec: ShardSpec):
+    """dtype the model is built in: fp32 master weights for mixed-precision training, else spec.dtype."""
+    import torch
+
+    from verify.build import parse_dtype
+
+    return torch.float32 if (spec.mode == "train" and spec.precision == "mixed") else parse_dtype(spec.dtype)
+
+
+def _init_optimizer_state(opt, params) -> None:
+    """Materialize the optimizer state (one step on zero gradients, then drop the gradients), so
+    the measured step is a steady-state step rather than the first one. The step runs
+    per tensor (foreach off), which builds the same state and is faster on DTensors."""
+    import torch
+
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    foreach = [g.get("foreach") for g in opt.param_groups]
+    for g in opt.param_groups:
+        g["foreach"] = False
+    opt.step()
+    for g, f in zip(opt.param_groups, foreach):
+        g["foreach"] = f
+    opt.zero_grad(set_to_none=True)
+
+
+def _optimizer_state_bytes(opt) -> int:
+    """Bytes of the optimizer's state tensors except step counters (host-side scalars on CUDA)."""
+    return _storage_bytes(_local(v) for s in opt.state.values() for k, v in s.items() if k != "step")
+
+
+# --- from one measurement to any N -----------------------------------------------------------
+
+
+def model_facts(model_name: str) -> dict:
+    """Parameter shapes (tied once), total parameters and DeepSpeed's "largest layer" (the module
+    with the most parameters of its own, as deepspeed's model_to_params counts it), from a meta build."""
+    from verify.build import build
+    from verify.configs import load_config
+
+    model = build(load_config(model_name), device="meta")
+    shapes = param_shapes(model)
+    largest = max(sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules())
+    return {"param_shapes": shapes, "total_params": sum(math.prod(s) for s in shapes), "largest_layer_params": largest}
+
+
+def closed_form_persistent(spec: ShardSpec, shapes: list[tuple[int, ...]], world_size: int | None = None) -> dict:
+    """Rank 0's exact persistent bytes (terms params, grads, optimizer) for `spec` at `world_size`."""
+    from verify.build import parse_dtype
+    from verify.formulas import shard as F
+
+    return F.persistent_per_rank(
+        shapes, world_size or spec.world_size, spec.strategy, mode=spec.mode, precision=spec.precision,
+        dtype_bytes=parse_dtype(spec.dtype).itemsize, optimizer=spec.optimizer,
+    )
+
+
+# the persistent terms surely live in each phase of a step (gradients are freed by zero_grad and
+# rebuilt during backward) ...
+PHASE_PERSISTENT = {"setup": ("params", "optimizer"), "forward": ("params", "optimizer"),
+                    "backward": ("params", "optimizer"), "optimizer": ("params", "grads", "optimizer"),
+                    "prefill": ("params",), "decode": ("params",)}
+# ... and those that may be live at the phase's peak: some of the gradients during backward
+PHASE_MAYBE = {"backward": ("grads",)}
+# phases whose temporaries are per shard: the foreach optimizer's intermediate lists
+PHASE_PER_SHARD = ("optimizer",)
+
+
+def extrapolated_peak(result: dict, shapes: list[tuple[int, ...]], world_size: int) -> int:
+    """Per-rank peak at `world_size` from a measurement at another N, as an upper bound.
+
+    In each phase the measured phase peak is split into the exactly known persistent part (the
+    closed form the tests prove exact), which is recomputed at `world_size`, and the rest R
+    (activations, gathered layers, KV cache, temporaries). R is not exactly constant: the
+    backward peak holds an unknown share of the gradients, and the optimizer's foreach
+    temporaries are per shard. So each phase takes the larger of: R constant; R constant with
+    all gradients counted as persistent (backward); R scaled with the shard size (optimizer).
+    Each is >= the truth on one side of the measured N, and all equal it at that N.
+    `min_world_size` confirms the N this gives by measuring it."""
+    spec = ShardSpec(**result["spec"])
+    at_ref = closed_form_persistent(spec, shapes)
+    at_n = closed_form_persistent(spec, shapes, world_size)
+    ratio = at_n["params"] / at_ref["params"] if at_ref["params"] else 1.0
+    best = 0
+    for phase, peak in result["per_rank"]["phase_peaks"].items():
+        sure = PHASE_PERSISTENT.get(phase, ("params", "optimizer"))
+        for keys in (sure, sure + PHASE_MAYBE.get(phase, ())):
+            rest = peak - sum(at_ref[k] for k in keys)
+            now = sum(at_n[k] for k in keys)
+            best = max(best, now + rest)
+            if phase in PHASE_PER_SHARD:
+                best = max(best, now + int(rest * ratio))
+    return best
+
+
+def min_world_size(spec: ShardSpec, reference_n: int = 8, max_n: int = 1024, confirm: bool = True, max_confirm_runs: int = 4,
+                   reference: dict | None = None) -> dict:
+    """Smallest N whose per-rank peak fits `spec.gpu_gb`.
+
+    One measurement at `reference_n` gives the per-rank peak; the exact persistent part is
+    extrapolated to every N in 1..max_n (`extrapolated_peak`) to find a candidate N*; with
+    `confirm`, N* is then measured, and N*-1 too, stepping while the measurement disagrees
+    (at most `max_confirm_runs` extra runs). `min_world_size` is measured when `confirmed`.
+    `reference`: a measure_shard result of the same spec at some N, reused instead of a new run.
+    """
+    from dataclasses import replace
+
+    from verify.formulas.shard import smallest_fitting
+
+    shapes = model_facts(spec.model)["param_shapes"]
+    gpu_bytes = int(spec.gpu_gb * GB)
+    ref = reference or measure_shard(replace(spec, world_size=reference_n))
+    reference_n = ref["spec"]["world_size"]
+    measured = {reference_n: ref["per_rank"]["peak_bytes"]}
+    predicted_n = smallest_fitting(lambda n: extrapolated_peak(ref, shapes, n), gpu_bytes, max_n)
+    out = {"spec": spec.as_dict(), "gpu_bytes": gpu_bytes, "reference_n": reference_n, "predicted_min": predicted_n,
+           "min_world_size": predicted_n, "confirmed": False, "measured_peaks": measured,
+           "extrapolated_peak_at_min": extrapolated_peak(ref, shapes, predicted_n) if predicted_n else None}
+    if not confirm or predicted_n is None:
+        return out
+
+    def fits(n: int) -> bool:
+        if n not in measured:
+            measured[n] = measure_shard(replace(spec, world_size=n))["per_rank"]["peak_bytes"]
+        return measured[n] <= gpu_bytes
+
+    n, runs = predicted_n, 0
+    while runs < max_confirm_runs:
+        runs += 1
+        if not fits(n):
+            if n >= max_n:
+                out["min_world_size"] = None
+                return out
+            n += 1
+            continue
+        if n == 1 or not fits(n - 1):
+            out.update(min_world_size=n, confirmed=True)
+            return out
+        n -= 1
+    out["min_world_size"] = n
+    return out
+
+
+def shard_sweep(model: str, strategies=STRATEGIES, world_sizes=(1, 2, 4, 8, 16, 32, 64, 128), reference_n: int = 8, **spec_fields) -> list[dict]:
+    """Per-rank peak against N, one measured run per strategy at `reference_n`, the exact
+    persistent part extrapolated to the other N. Rows: model, strategy, world_size,
+    peak_bytes, persistent_bytes, measured (True only for the measured point)."""
+    shapes = model_facts(model)["param_shapes"]
+    rows = []
+    for strategy in strategies:
+        spec = ShardSpec(model=model, world_size=reference_n, strategy=strategy, **spec_fields)
+        ref = measure_shard(spec)
+        for n in world_sizes:
+            rows.append({
+                "model": model, "strategy": strategy, "world_size": n, "mode": spec.mode,
+                "peak_bytes": ref["per_rank"]["peak_bytes"] if n == reference_n else extrapolated_peak(ref, shapes, n),
+                "persistent_bytes": sum(closed_form_persistent(spec, shapes, n).values()), "measured": n == reference_n,
+            })
+    return rows

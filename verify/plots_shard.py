@@ -1,0 +1,47 @@
+"""Plot for the report: per-GPU (per-rank) memory against the number of GPUs N, one line per
+sharding strategy, the GPU sizes as horizontal lines. Data: verify.measure.shard.shard_sweep."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+GPU_LINES_GB = (24, 40, 80, 141)  # RTX 4090, A100-40GB, A100/H100-80GB, H200
+
+
+def plot_per_gpu_memory(rows: list[dict], path: Path | str, gpu_sizes_gb=GPU_LINES_GB, title: str | None = None) -> Path:
+    """Write a PNG of rows from `shard_sweep` (model, strategy, world_size, peak_bytes, measured):
+    per-rank peak in GB (1e9 bytes) against N on log-log axes; measured points filled,
+    extrapolated ones (exact persistent part carried from the measured N) hollow."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    strategies = list(dict.fromkeys(r["strategy"] for r in rows))
+    for i, strategy in enumerate(strategies):
+        pts = sorted((r["world_size"], r["peak_bytes"] / 1e9, r["measured"]) for r in rows if r["strategy"] == strategy)
+        color = f"C{i}"
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "-", color=color, label=strategy)
+        ax.plot([p[0] for p in pts if not p[2]], [p[1] for p in pts if not p[2]], "o", mfc="none", color=color)
+        ax.plot([p[0] for p in pts if p[2]], [p[1] for p in pts if p[2]], "o", color=color)
+    for gb in gpu_sizes_gb:
+        ax.axhline(gb, color="grey", lw=0.8, ls="--")
+        ax.annotate(f"{gb} GB", xy=(1.0, gb), xycoords=("axes fraction", "data"), xytext=(3, 0),
+                    textcoords="offset points", va="center", fontsize=8, color="grey")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("GPUs (data-parallel ranks) N")
+    ax.set_ylabel("per-GPU peak memory (GB = 1e9 bytes)")
+    models = sorted({r["model"] for r in rows})
+    modes = sorted({r.get("mode", "train") for r in rows})
+    ax.set_title(title or f"{', '.join(models)} ({', '.join(modes)}): per-GPU peak vs N (filled: measured, hollow: extrapolated)",
+                 fontsize=9)
+    ax.legend(title="strategy", fontsize=8)
+    ax.grid(True, which="major", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
