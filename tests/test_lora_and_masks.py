@@ -49,6 +49,7 @@ def test_lora_and_full_steps_hold_exactly_the_gradient_and_adamw_bytes_of_their_
                if isinstance(m, torch.nn.Linear) and not n.endswith("lm_head")]
     assert r["lora"]["trainable"] == sum(spec.r * (m.in_features + m.out_features) for m in linears)
     assert r["state bytes full/lora"] > 1
+    assert 1 < r["FLOPs full/lora"] <= 1.5  # forward and activation gradients remain; weight gradients go
 
 
 @pytest.mark.parametrize("model", ["tiny-llama", "tiny-bloom"])

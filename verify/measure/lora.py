@@ -164,6 +164,7 @@ class StepResult:
     step_seconds: float  # fastest timed forward + backward + optimizer step (least disturbed by other load)
     median_seconds: float  # median of the timed steps
     step_times: list[float]  # every timed step, seconds
+    flops: int  # matmul FLOPs of one forward + backward (torch's FlopCounterMode); deterministic
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -207,6 +208,16 @@ class _Trainer:
         if timed:
             self.times.append(time.perf_counter() - start)
 
+    def flops(self) -> int:
+        """FLOPs of one forward + backward as torch.utils.flop_counter counts them (matmuls and
+        attention; the optimizer's elementwise work is not counted). Gradients are cleared after."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            self.model(input_ids=self.ids, labels=self.ids).loss.backward()
+        self.opt.zero_grad(set_to_none=False)
+        return counter.get_total_flops()
+
     def result(self) -> StepResult:
         return StepResult(
             mode=self.mode,
@@ -218,6 +229,7 @@ class _Trainer:
             step_seconds=min(self.times),
             median_seconds=statistics.median(self.times),
             step_times=list(self.times),
+            flops=self.flops(),
         )
 
 
@@ -237,6 +249,7 @@ def lora_vs_full(spec: StepSpec = StepSpec()) -> dict:
         "full": f.as_dict(),
         "lora": lo.as_dict(),
         "speedup (full/lora step time)": f.step_seconds / lo.step_seconds,
+        "FLOPs full/lora": f.flops / lo.flops,
         "state bytes full/lora": state(f) / state(lo),
         "trainable fraction": lo.trainable / f.trainable,
     }
