@@ -5,6 +5,8 @@ for pure arithmetic on the seed's numbers, arith."""
 
 from __future__ import annotations
 
+import math
+
 from verify.claims import Verdict, check, judge
 from verify.formulas import other as F
 from verify.units import fmt_bytes, rel_error
@@ -226,7 +228,7 @@ def s1():
             f"logits the entropy rises strictly with T over {temps} toward ln V; T = 0.8 gives lower entropy (sharper) "
             "than T = 1 (the randomly initialised model's logits are nearly flat, so the differences are small)."
         ),
-        evidence={"entropy (nats) by T": H, "ln V": float(__import__("math").log(logits.shape[-1])),
+        evidence={"entropy (nats) by T": H, "ln V": math.log(logits.shape[-1]),
                   "strictly increasing": increasing, "warper output == logits / T": divides, "model": spec.model},
         backend="cpu", command=_cmd("S1"),
     )

@@ -129,11 +129,6 @@ def seed_sampling(logits: list[float], temperature: float, top_k: int, top_p: fl
     return dict(zip(kept, final))
 
 
-def entropy_nats(probs: list[float]) -> float:
-    """S1: Shannon entropy H = -Σ p ln p of a distribution, in nats."""
-    return -sum(p * math.log(p) for p in probs if p > 0)
-
-
 # --- L1: LoRA -------------------------------------------------------------------------------------
 
 
