@@ -4,8 +4,8 @@ fake-backend measurements support it. Pure arithmetic on a Shape and a MemorySpe
 Persistent categories are exact (params, grads, optimizer state, KV cache). Activations are
 counted tensor by tensor from what autograd saves in a transformers decoder of the LLaMA family
 (RMSNorm, RoPE, gated MLP, no dropout: llama, mistral, qwen2), in pure precision, for eager and
-SDPA attention; the peak is the larger of the two moments the measurements show (the start of
-backward and the foreach optimizer step). Other families (GPT-2 and BLOOM with dropout and
+SDPA attention; the peak is the largest of three moments the measurements show (the start of
+backward, the embedding's backward, the foreach optimizer step). Other families (GPT-2 and BLOOM with dropout and
 LayerNorm, MoE routing), mixed precision and checkpointing are not covered: `predict` says so
 in `covered` rather than guessing.
 
@@ -93,6 +93,14 @@ def backward_start(s, spec) -> dict[str, int]:
     return {"grad log-probs 4nV": FP32 * n * s.V, "grad logits fp32 4nV": FP32 * n * s.V}
 
 
+def embedding_backward(s, spec) -> dict[str, int]:
+    """The last backward op: torch's embedding backward accumulates the V×h gradient in fp32
+    (4Vh) when the weights are half precision, and for a tied head it is a second V×h gradient
+    beside the head's until AccumulateGrad adds it in place; all other grads exist by then."""
+    p = FP32 if spec.precision == "mixed" else M.BYTES[spec.dtype]
+    return {"embedding grad accumulation 4Vh": FP32 * s.V * s.h} if (p < FP32 or s.tied) else {}
+
+
 def optimizer_transient(N: int, p: int, optimizer: str) -> dict[str, int]:
     """torch's foreach Adam(W) step holds one temporary per parameter (sqrt of exp_avg_sq, p bytes);
     foreach SGD updates in place."""
@@ -130,7 +138,10 @@ def predict(s, spec, T: int) -> dict[str, dict[str, int]]:
             state = total(out["params"]) + total(out["buffers"]) + total(out["optimizer"])
             fwd_end = state + total(out["activations"])
             step = state + total(out["grads"]) + total(optimizer_transient(N, pw, spec.optimizer)) + M.INPUT_BYTES * B * S
-            moments = {"start of backward": fwd_end + total(backward_start(s, spec)), "optimizer step": step}
+            grads_done = state + total(out["grads"]) + M.INPUT_BYTES * B * S
+            moments = {"start of backward": fwd_end + total(backward_start(s, spec)),
+                       "embedding backward": grads_done + total(embedding_backward(s, spec)),
+                       "optimizer step": step}
             out["peak"] = {max(moments, key=moments.get): max(moments.values())}
     else:
         T_kv = M.cached_positions(S, spec.new_tokens)
