@@ -355,22 +355,33 @@ def l2():
     runs = [wrapped_modules(m, t) for m in ("tiny-llama", "tiny-gpt2", "tiny-qwen2", "tiny-bloom") for t in (None, "all-linear")]
     runs.append(wrapped_modules("tiny-mixtral", "all-linear"))
     asked = wrapped_modules("tiny-llama", ["lm_head", "embed_tokens"])
+    full_size = {}
+    for target in (None, "all-linear"):  # LLaMA-7B at rank 8 on meta: trainable = Σ r·(d_in + d_out), exactly
+        w = wrapped_modules("llama-7b", target, device="meta", r=8)
+        formula = sum(F.total(F.lora_params(i, o, 8)) for i, o in w.pop("linear_dims"))
+        full_size[target or "peft default"] = {**w, "Σ r(d_in+d_out)": formula, "formula exact": formula == w["trainable"],
+                                               "trainable fraction": w["trainable"] / w["total"]}
+    for r in runs:
+        r.pop("linear_dims", None)
     dense = [r for r in runs if r["model"] != "tiny-mixtral"]
     lm_head_untouched = all(not r.get("lm_head_wrapped", False) for r in runs)
     linear_only = all(set(r["base_classes"]) <= {"Linear", "Conv1D"} for r in dense)
-    ok = lm_head_untouched and linear_only
+    all_runs = runs + list(full_size.values())
+    ok = lm_head_untouched and linear_only and all(not v["lm_head_wrapped"] for v in full_size.values())
     moe = runs[-1]
     return judge(
-        "L2", predicted="only linear layers, not lm_head", measured=f"lm_head wrapped in {sum(r.get('lm_head_wrapped', False) for r in runs)} of {len(runs)} runs",
+        "L2", predicted="only linear layers, not lm_head", measured=f"lm_head wrapped in {sum(r.get('lm_head_wrapped', False) for r in all_runs)} of {len(all_runs)} runs",
         unit="modules", tolerance=None, verdict=Verdict.CONFIRMED if ok else Verdict.REFUTED,
         explanation=(
             "peft never wraps lm_head, by default or with 'all-linear', and on dense models wraps only linear layers "
             "(nn.Linear; GPT-2's Conv1D); by default only the attention q/v projections (GPT-2 c_attn, BLOOM "
             "query_key_value), not every linear layer; on Mixtral 'all-linear' also wraps the router and the expert "
             f"weights ({', '.join(moe.get('base_classes', []))}); asked explicitly, peft does wrap lm_head and the embedding, "
-            "so this is a default, not a limit."
+            "so this is a default, not a limit. On LLaMA-7B (meta, r = 8) the default trains "
+            f"{full_size['peft default']['trainable']:,} parameters, 'all-linear' {full_size['all-linear']['trainable']:,}, "
+            "each exactly Σ r·(d_in + d_out) over the wrapped layers."
         ),
-        evidence={"runs": runs, "target_modules=[lm_head, embed_tokens]": asked},
+        evidence={"runs": runs, "target_modules=[lm_head, embed_tokens]": asked, "llama-7b, r=8 (meta)": full_size},
         backend="cpu", command=_cmd("L2"),
     )
 

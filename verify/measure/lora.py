@@ -98,9 +98,12 @@ def seed_layer(spec: SeedLoraSpec = SeedLoraSpec()) -> dict:
     }
 
 
-def wrapped_modules(model_name: str, target_modules: str | list[str] | None = None) -> dict:
-    """L2: the modules peft's LoRA wraps on a bundled architecture: None = peft's default for the
-    model type, "all-linear" = every linear layer peft selects; their base classes; lm_head."""
+def wrapped_modules(model_name: str, target_modules: str | list[str] | None = None, device: str = "cpu",
+                    r: int = 4) -> dict:
+    """L2: the modules peft's LoRA (rank r) wraps on a bundled architecture: None = peft's default
+    for the model type, "all-linear" = every linear layer peft selects; their base classes, the
+    (d_in, d_out) of the wrapped nn.Linear layers, lm_head, trainable counts. device "meta" does
+    full-size models without memory."""
     from peft import LoraConfig
     from peft.tuners.lora import LoraLayer
     from peft.utils.error import NoMatchingPeftModuleError
@@ -109,14 +112,14 @@ def wrapped_modules(model_name: str, target_modules: str | list[str] | None = No
     from verify.configs import load_config
 
     torch.manual_seed(0)
-    model = build(load_config(model_name), device="cpu")
+    model = build(load_config(model_name), device=device)
     linear_like = {n for n, m in model.named_modules() if type(m).__name__ in ("Linear", "Conv1D")}
     try:
-        peft_model = _peft(model, LoraConfig(r=4, target_modules=target_modules))
+        peft_model = _peft(model, LoraConfig(r=r, target_modules=target_modules))
     except NoMatchingPeftModuleError as e:
         return {"model": model_name, "target_modules": target_modules or "peft default", "wrapped": 0, "error": str(e)}
-    wrapped = {n.removeprefix("base_model.model."): type(m.base_layer).__name__
-               for n, m in peft_model.named_modules() if isinstance(m, LoraLayer)}
+    layers = {n.removeprefix("base_model.model."): m.base_layer for n, m in peft_model.named_modules() if isinstance(m, LoraLayer)}
+    wrapped = {n: type(b).__name__ for n, b in layers.items()}
     leaf = sorted({n.rsplit(".", 1)[-1] for n in wrapped})
     return {
         "model": model_name,
@@ -124,6 +127,7 @@ def wrapped_modules(model_name: str, target_modules: str | list[str] | None = No
         "wrapped": len(wrapped),
         "wrapped_names": leaf,
         "base_classes": sorted(set(wrapped.values())),
+        "linear_dims": [(b.in_features, b.out_features) for b in layers.values() if isinstance(b, nn.Linear)],
         "linear_layers": len(linear_like),
         "lm_head_wrapped": any(n.endswith("lm_head") for n in wrapped),
         "embedding_wrapped": any("emb" in n or n.endswith("wte") for n in wrapped),
