@@ -105,6 +105,26 @@ def cmd_params(args) -> int:
 # --- memory ---------------------------------------------------------------------------------
 
 
+def corrected_prediction(name: str, s, spec, result) -> dict:
+    """verify.predict's terms for this run, their totals, and each total's error against the run."""
+    from verify.build import build
+    from verify.configs import load_config
+    from verify.formulas.params import total
+    from verify.predict import covered, predict
+
+    T = len(list(build(load_config(name), device="meta").parameters()))
+    terms = predict(s, spec, T)
+    measured = {"params": result.params_bytes, "buffers": result.buffers_bytes, "grads": result.grads_bytes,
+                "optimizer": result.optimizer_bytes, "activations": result.activations_bytes,
+                "kv_cache": result.kv_cache_bytes, "peak": result.peak_bytes}
+    return {
+        "not_covered": covered(s, spec),
+        "terms": terms,
+        "totals": {k: {"predicted": total(v), "measured": measured.get(k), "rel_error": rel_error(total(v), measured.get(k))}
+                   for k, v in terms.items()},
+    }
+
+
 def cmd_memory(args) -> int:
     import dataclasses
 
@@ -122,7 +142,14 @@ def cmd_memory(args) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from None
     if spec.backend == "cuda":
-        from verify.measure.cuda import measure
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError("--backend cuda needs a CUDA GPU and none is visible; use --backend fake")
+        try:
+            from verify.measure.cuda import measure
+        except ImportError:
+            raise UsageError("the cuda backend (verify/measure/cuda.py) is not installed here; use --backend fake") from None
     else:
         from verify.measure.fake import measure
     # I2 compares generation with training: the other mode, same model, dtype, batch and prompt
@@ -133,7 +160,8 @@ def cmd_memory(args) -> int:
         companion = measure(other) if args.companion else None
     except (ValueError, RuntimeError) as e:  # TraceError, or a model transformers cannot build this way
         raise UsageError(str(e).splitlines()[0]) from None
-    out = {**result.as_dict(), "predictions": seed_predictions(s, spec, result, companion)}
+    out = {**result.as_dict(), "predictions": seed_predictions(s, spec, result, companion),
+           "corrected": corrected_prediction(args.model, s, spec, result)}
     if companion is not None:
         out["companion"] = {k: v for k, v in companion.as_dict().items() if k.endswith("_bytes") or k == "spec"}
     if args.json:

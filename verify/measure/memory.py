@@ -56,9 +56,11 @@ class MemoryResult:
     params_bytes: int
     grads_bytes: int
     optimizer_bytes: int  # persistent optimizer state only
-    activations_bytes: int  # live at the forward/backward boundary, beyond the persistent state
+    activations_bytes: int  # train: live at the forward/backward boundary beyond the persistent state (saved
+    # tensors, log-probs, ids, labels); generate: what the peak holds beyond the weights and the final KV cache
     kv_cache_bytes: int
-    transient_bytes: int  # peak minus everything persistent and saved: temporaries, workspace
+    transient_bytes: int  # at the peak: bytes allocated outside the forward and not persistent (backward
+    # temporaries, foreach optimizer temporaries, recompute under checkpointing, workspace)
     peak_bytes: int  # highest total allocation seen during the measured step
     phases: dict[str, int] = field(default_factory=dict)  # phase name -> peak bytes in that phase
     extra: dict = field(default_factory=dict)  # backend-specific: CUDA context, reserved, timings
