@@ -88,7 +88,7 @@ def b1():
         explanation=(
             "fp32/fp16/bf16 element sizes are exactly 4/2/2 bytes; optimum-quanto's int8 weights of LLaMA-7B take "
             f"{measured['int8']:.5f} bytes per parameter (one bf16 scale per output row), its int4 weights "
-            f"{measured['int4']:.5f} (bf16 scale and shift per group of {g}: 0.5 + 4/{g}), so int4 costs 6% more "
+            f"{measured['int4']:.5f} (bf16 scale and shift per group of {g}: 0.5 + 4/{g}), {measured['int4'] / 0.5 - 1:.1%} more "
             f"than 0.5; the whole quantized model, with embeddings left in bf16, averages {q['int8'].bytes_per_param:.4f} "
             f"(int8) and {int4.bytes_per_param:.4f} (int4) bytes per parameter."
         ),
@@ -113,7 +113,7 @@ def b4():
         ),
         inconsistency=(f"the seed writes 1,400,000,000 (1.4e9, not 14e9) · 2 / 1024³ = {seed_formula:.3f}, and sets "
                        "/1024³ ≈ /10⁹ although they differ by 7.4%"),
-        corrected="P_B·1e9·2 bytes = 2·P_B GB = 2·P_B·10⁹/2³⁰ GiB", corrected_value=nbytes / F.GB,
+        corrected=f"P_B·1e9·2 bytes = 2·P_B GB = 2·P_B·10⁹/2³⁰ GiB: 28 GB = {gib:.2f} GiB",
         evidence={"bytes": nbytes, "GB": nbytes / F.GB, "GiB": gib, "seed's written formula": seed_formula},
         backend="arith", command=_cmd("B4"),
     )

@@ -56,7 +56,7 @@ def float_format(name: str) -> FloatFormat:
     e_field, f_field = int(pattern[1 : 1 + exp_bits], 2), int(pattern[1 + exp_bits :], 2)
     decoded = 2.0 ** (e_field - bias) * (1 + f_field / 2**frac_bits)
     if decoded != fi.max:
-        raise AssertionError(f"{name}: fields of finfo.max decode to {decoded}, not {fi.max}")
+        raise RuntimeError(f"{name}: fields of finfo.max decode to {decoded}, not {fi.max}")
     return FloatFormat(
         name=name, bits=fi.bits, bytes=n, sign=sign_bits, exponent=exp_bits, fraction=frac_bits, bias=bias,
         max=fi.max, min=fi.min, tiny=fi.smallest_normal, subnormal=float(one.item()), eps=fi.eps,
