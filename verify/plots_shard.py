@@ -16,22 +16,27 @@ def plot_per_gpu_memory(rows: list[dict], path: Path | str, gpu_sizes_gb=GPU_LIN
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     path = Path(path)
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     strategies = list(dict.fromkeys(r["strategy"] for r in rows))
     for i, strategy in enumerate(strategies):
         pts = sorted((r["world_size"], r["peak_bytes"] / 1e9, r["measured"]) for r in rows if r["strategy"] == strategy)
-        color = f"C{i}"
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "-", color=color, label=strategy)
-        ax.plot([p[0] for p in pts if not p[2]], [p[1] for p in pts if not p[2]], "o", mfc="none", color=color)
-        ax.plot([p[0] for p in pts if p[2]], [p[1] for p in pts if p[2]], "o", color=color)
+        color, line, marker = f"C{i}", ("-", "--", "-.", ":")[i % 4], "osD^"[i % 4]  # overlapping lines stay visible
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], line, color=color, label=strategy)
+        ax.plot([p[0] for p in pts if not p[2]], [p[1] for p in pts if not p[2]], marker, mfc="none", color=color)
+        ax.plot([p[0] for p in pts if p[2]], [p[1] for p in pts if p[2]], marker, color=color)
     for gb in gpu_sizes_gb:
         ax.axhline(gb, color="grey", lw=0.8, ls="--")
         ax.annotate(f"{gb} GB", xy=(1.0, gb), xycoords=("axes fraction", "data"), xytext=(3, 0),
                     textcoords="offset points", va="center", fontsize=8, color="grey")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
+    ys = [r["peak_bytes"] / 1e9 for r in rows] + list(gpu_sizes_gb)
+    ax.set_yticks([t for t in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 40, 80, 160, 320, 640, 1280, 2560) if min(ys) / 1.5 <= t <= max(ys) * 1.5])
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("GPUs (data-parallel ranks) N")
     ax.set_ylabel("per-GPU peak memory (GB = 1e9 bytes)")
     models = sorted({r["model"] for r in rows})
