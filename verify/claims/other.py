@@ -402,7 +402,7 @@ def l3():
             f"On a {r['full']['total'] / 1e6:.1f}M-parameter LLaMA-shaped model (batch {spec.batch} × {spec.seq}, rank "
             f"{spec.r} on all linear layers, {r['trainable fraction']:.1%} trainable) a full step needs {flops:.2f}× the FLOPs "
             "of a LoRA step (torch's FlopCounterMode: the forward pass and the activation gradients still run "
-            "through every frozen weight; only the weight gradients go); timed on this shared 2-core CPU, full / LoRA "
+            "through every frozen weight; only the weight gradients go); timed on one thread of a shared CPU, full / LoRA "
             f"step time was {speed:.2f} ({r['full']['step_seconds'] * 1e3:.0f} ms vs {r['lora']['step_seconds'] * 1e3:.0f} ms, "
             "fastest of 5 alternating steps; noisy): not 'much faster'. What shrinks a lot is memory: params + grads "
             f"+ AdamW state {r['state bytes full/lora']:.1f}× smaller."

@@ -152,6 +152,7 @@ class StepSpec:
     warmup: int = 2  # untimed steps of each mode first
     steps: int = 5  # timed steps of each mode, alternating; the fastest is reported
     device: str = "cpu"  # cpu | cuda
+    threads: int = 1  # CPU threads while timing: one keeps timings steady on cores other processes share
     seed: int = 0  # torch seed
 
 
@@ -241,13 +242,18 @@ def lora_vs_full(spec: StepSpec = StepSpec()) -> dict:
     """L3: the same model trained full and with LoRA; the timed steps alternate between the two
     so that load from other processes falls on both alike. Ratios are full / LoRA."""
     full, lora = _Trainer(spec, "full"), _Trainer(spec, "lora")
-    for _ in range(spec.warmup):
-        full.step(timed=False)
-        lora.step(timed=False)
-    for _ in range(spec.steps):
-        full.step()
-        lora.step()
-    f, lo = full.result(), lora.result()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(spec.threads)
+    try:
+        for _ in range(spec.warmup):
+            full.step(timed=False)
+            lora.step(timed=False)
+        for _ in range(spec.steps):
+            full.step()
+            lora.step()
+        f, lo = full.result(), lora.result()
+    finally:
+        torch.set_num_threads(threads)
     state = lambda r: r.param_bytes + r.grad_bytes + r.optimizer_bytes  # noqa: E731
     return {
         "full": f.as_dict(),
