@@ -14,7 +14,7 @@ from verify.build import build
 from verify.configs import load_config, shape
 from verify.formulas import memory as M
 from verify.formulas.params import exact, total
-from verify.measure.fake import TraceError, run
+from verify.measure.fake import CudaKernelChoices, TraceError, run
 from verify.measure.memory import MemorySpec, validate
 from verify.measure.tracker import Tracker
 
@@ -110,6 +110,23 @@ def test_checkpointing_keeps_only_layer_inputs_at_the_boundary():
     plain, ckpt = run(base), run(dataclasses.replace(base, checkpointing=True))
     assert ckpt.activations_bytes < 0.5 * plain.activations_bytes
     assert ckpt.params_bytes == plain.params_bytes and ckpt.optimizer_bytes == plain.optimizer_bytes
+
+
+def test_dropout_keeps_a_one_byte_mask_as_on_cuda():
+    """CudaKernelChoices routes F.dropout to the fused native_dropout: output (4 bytes/element)
+    plus a bool mask (1 byte/element), not the CPU path's fp32 mask; SDPA's dropout is dropped
+    as CUDA's flash kernel keeps no extra tensors for it."""
+    import torch.nn.functional as F
+
+    with CudaKernelChoices(), Tracker() as tr:
+        x = torch.ones(1000, requires_grad=True)
+        y = F.dropout(x, 0.1, training=True)
+        assert tr.total == 4000 + 4000 + 1000
+        q = torch.ones(1, 2, 8, 4)
+        before = tr.total
+        o = F.scaled_dot_product_attention(q, q, q, dropout_p=0.5)
+        assert tr.total - before == o.untyped_storage().nbytes()
+    del y
 
 
 def test_tracker_counts_a_shared_storage_once_and_sees_it_freed():

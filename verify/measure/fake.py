@@ -56,7 +56,7 @@ def run(spec: MemorySpec, device: str = "fake", config=None) -> MemoryResult:
         raise
     try:
         t_build = time.perf_counter() - t0
-        with mode, _as_real_runs(device), Tracker() as tracker:
+        with mode, _as_real_runs(device), CudaKernelChoices(), Tracker() as tracker:
             tracker.add(list(model.buffers()), BUFFERS)
             tracker.add(list(model.parameters()), Category.PARAMS)
             ids = torch.randint(0, config.vocab_size, (spec.batch, spec.seq), dtype=torch.long)
@@ -104,8 +104,36 @@ def _as_real_runs(device: str):
         yield
 
 
+class CudaKernelChoices(torch.overrides.TorchFunctionMode):
+    """Where torch's CPU kernels keep different tensors than its CUDA kernels, take the CUDA choice,
+    so that the CPU-device trace counts what a GPU step keeps (the target of this backend).
+
+    - dropout: on CPU `F.dropout` multiplies by a mask in the input's dtype and autograd keeps
+      that mask; CUDA runs the fused `native_dropout`, which keeps a 1-byte bool mask.
+    - SDPA with dropout: on CPU it falls back to the math kernel, which keeps the a·S·S
+      probabilities; CUDA's flash kernel applies dropout inside and keeps only its log-sum-exp
+      and RNG state, the same tensors as without dropout.
+    Not emulated (documented gap): CUDA's embedding backward accumulates half-precision grads
+    without the fp32 V×h buffer the CPU kernel and the fake decomposition use.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.nn.functional.dropout:
+            x, p = args[0], kwargs.get("p", args[1] if len(args) > 1 else 0.5)
+            training = kwargs.get("training", args[2] if len(args) > 2 else True)
+            inplace = kwargs.get("inplace", args[3] if len(args) > 3 else False)
+            if training and 0 < p < 1 and not inplace and x.numel() > 0:
+                return torch.native_dropout(x, p, True)[0]
+        if func is torch.nn.functional.scaled_dot_product_attention and kwargs.get("dropout_p", 0.0):
+            kwargs = {**kwargs, "dropout_p": 0.0}
+        return func(*args, **kwargs)
+
+
 def _train(model, spec: MemorySpec, compute: torch.dtype, ids, tracker: Tracker) -> dict:
-    optimizer = prepare_training(model, spec.optimizer, spec.checkpointing)
+    # the recompute of checkpointed layers runs inside backward, outside the function mode: give it its own
+    optimizer = prepare_training(model, spec.optimizer, spec.checkpointing,
+                                 context_fn=lambda: (contextlib.nullcontext(), CudaKernelChoices()))
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for p in params:
         p.register_post_accumulate_grad_hook(lambda p: tracker.relabel(p.grad, Category.GRADS))

@@ -48,14 +48,16 @@ def make_optimizer(name: str, params, foreach: bool = True):
     raise ValueError(f"unknown optimizer {name!r}; choose adamw, adam or sgd")
 
 
-def prepare_training(model, optimizer: str, checkpointing: bool):
+def prepare_training(model, optimizer: str, checkpointing: bool, context_fn=None):
     """Train mode, activation checkpointing of every decoder layer if asked (non-reentrant, as
-    torch recommends), and the optimizer over the trainable parameters."""
+    torch recommends; `context_fn` gives the forward and the recompute the same context), and
+    the optimizer over the trainable parameters."""
     model.train()
     if checkpointing:
         if not model.supports_gradient_checkpointing:
             raise ValueError(f"{type(model).__name__} does not support activation checkpointing")
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        kwargs = {"use_reentrant": False, **({"context_fn": context_fn} if context_fn else {})}
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     return make_optimizer(optimizer, model.parameters())
 
 
