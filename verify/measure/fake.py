@@ -26,15 +26,17 @@ def measure(spec: MemorySpec) -> MemoryResult:
     return run(spec, device="fake")
 
 
-def run(spec: MemorySpec, device: str = "fake", config=None) -> MemoryResult:
-    """Run `spec` on `device` ("fake": FakeTensorMode on the CPU; "cpu": real CPU tensors) under
-    the Tracker. `config`: a transformers config to use instead of loading `spec.model` (sweeps
-    over L, h). Raises TraceError (one line) where the model cannot be traced."""
+def run(spec: MemorySpec, device: str = "fake", config=None, tracker: Tracker | None = None) -> MemoryResult:
+    """Run `spec` on `device` ("fake": FakeTensorMode on the CPU; "cpu": real CPU tensors;
+    "cuda": real GPU tensors, for the cuda backend) under `tracker` (a fresh Tracker if None).
+    `config`: a transformers config to use instead of loading `spec.model` (sweeps over L, h).
+    On fake and cpu tensors CUDA's kernel choices are taken (CudaKernelChoices). Raises
+    TraceError (one line) where the model cannot be traced."""
     from verify.build import build, parse_dtype
     from verify.configs import load_config, shape
 
-    if device not in ("fake", "cpu"):
-        raise ValueError(f"device {device!r}: this backend runs on 'fake' or 'cpu' tensors")
+    if device not in ("fake", "cpu", "cuda"):
+        raise ValueError(f"device {device!r}: choose fake, cpu or cuda")
     config = config if config is not None else load_config(spec.model)
     compute = parse_dtype(spec.dtype)
     weights = torch.float32 if spec.precision == "mixed" else compute
@@ -56,14 +58,19 @@ def run(spec: MemorySpec, device: str = "fake", config=None) -> MemoryResult:
         raise
     try:
         t_build = time.perf_counter() - t0
-        with mode, _as_real_runs(device), CudaKernelChoices(), Tracker() as tracker:
+        kernels = contextlib.nullcontext() if device == "cuda" else CudaKernelChoices()
+        tracker = tracker if tracker is not None else Tracker()
+        with mode, _as_real_runs(device), kernels, tracker:
             tracker.add(list(model.buffers()), BUFFERS)
             tracker.add(list(model.parameters()), Category.PARAMS)
-            ids = torch.randint(0, config.vocab_size, (spec.batch, spec.seq), dtype=torch.long)
+            ids = torch.randint(0, config.vocab_size, (spec.batch, spec.seq), dtype=torch.long,
+                                device=next(model.parameters()).device)
             if spec.mode == "train":
-                fields = _train(model, spec, compute, ids, tracker)
+                fields = _train(model, spec, compute, ids, tracker, emulate=device != "cuda")
             else:
                 fields = _generate(model, spec, ids, tracker)
+    except torch.OutOfMemoryError:
+        raise  # a real device ran out: the caller records it as a result
     except (NotImplementedError, RuntimeError, TypeError, AttributeError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise TraceError(f"{spec.model}: cannot trace a {spec.mode} step on {device} tensors ({type(e).__name__}: {first[:200]})") from e
@@ -130,10 +137,10 @@ class CudaKernelChoices(torch.overrides.TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def _train(model, spec: MemorySpec, compute: torch.dtype, ids, tracker: Tracker) -> dict:
+def _train(model, spec: MemorySpec, compute: torch.dtype, ids, tracker: Tracker, emulate: bool = True) -> dict:
     # the recompute of checkpointed layers runs inside backward, outside the function mode: give it its own
-    optimizer = prepare_training(model, spec.optimizer, spec.checkpointing,
-                                 context_fn=lambda: (contextlib.nullcontext(), CudaKernelChoices()))
+    context_fn = (lambda: (contextlib.nullcontext(), CudaKernelChoices())) if emulate else None
+    optimizer = prepare_training(model, spec.optimizer, spec.checkpointing, context_fn=context_fn)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for p in params:
         p.register_post_accumulate_grad_hook(lambda p: tracker.relabel(p.grad, Category.GRADS))
