@@ -3,11 +3,12 @@ fake-backend measurements support it. Pure arithmetic on a Shape and a MemorySpe
 
 Persistent categories are exact (params, grads, optimizer state, KV cache). Activations are
 counted tensor by tensor from what autograd saves in a transformers decoder of the LLaMA family
-(RMSNorm, RoPE, gated MLP, no dropout: llama, mistral, qwen2), in pure precision, for eager and
-SDPA attention; the peak is the largest of three moments the measurements show (the start of
-backward, the embedding's backward, the foreach optimizer step). Other families (GPT-2 and BLOOM with dropout and
-LayerNorm, MoE routing), mixed precision and checkpointing are not covered: `predict` says so
-in `covered` rather than guessing.
+(RMSNorm, RoPE, gated MLP, no dropout: llama, mistral, qwen2), for eager and SDPA attention, in
+pure precision, under autocast (mixed) and with activation checkpointing; the peak is the
+largest of three moments the measurements show (the start of backward, the embedding's
+backward, the foreach optimizer step). Not covered, and said so by `covered` / `peak_covered`
+rather than guessed: other families (GPT-2 and BLOOM with dropout and LayerNorm, MoE routing)
+and the peak under checkpointing (the recompute inside backward).
 
 Symbols: n = B·S tokens, h hidden, f MLP inner size, a heads, g key/value heads, d head dim,
 V vocabulary, L layers, p bytes of the compute dtype; fp32 tensors are 4 bytes whatever p is.
@@ -71,17 +72,62 @@ def head_saved(B: int, S: int, h: int, d: int, V: int, p: int) -> dict[str, int]
     }
 
 
+def rmsnorm_saved_autocast(n: int, h: int, p: int, consumers: int) -> dict[str, int]:
+    """One RMSNorm under autocast (fp32 weights, fp32 residual stream): its fp32 input (4nh), 1/rms
+    (4n), the fp32 normalized tensor (4nh), and one cast to the compute dtype (p·nh) for each
+    projection that reads the output (autocast casts activations per call; only weights are
+    cached): 3 after the attention norm (q, k, v), 2 after the MLP norm (gate, up), 1 at the end."""
+    return {"fp32 input 4nh": FP32 * n * h, "1/rms 4n": FP32 * n, "normalized fp32 4nh": FP32 * n * h,
+            f"{consumers} casts c·p·nh": consumers * p * n * h}
+
+
+def layer_matrices(s) -> int:
+    """Elements of the weight matrices of one decoder layer (q, k, v, o and the gated MLP)."""
+    q, kv = s.heads * s.head_dim, s.kv_heads * s.head_dim
+    return s.h * q + 2 * s.h * kv + q * s.h + 3 * s.h * s.ffn
+
+
 def activations(s, spec) -> dict[str, int]:
-    """Bytes live at the forward/backward boundary beyond the persistent state (training)."""
+    """Bytes live at the forward/backward boundary beyond the persistent state (training).
+
+    Pure precision: per layer 2 RMSNorms, attention by kind, the gated MLP. Mixed precision
+    (autocast, fp32 weights): the norms keep fp32 tensors plus per-projection casts, and each
+    layer keeps the cached compute-dtype copy of its weight matrices (p per element), the head
+    its own (V·h·p); attention and MLP keep the same tensors as in pure precision. Checkpointing:
+    each layer keeps only its input (n·h in the residual stream's dtype); the position ids (8S)
+    and, for eager attention, the B×S×S mask in the stream's dtype are kept for the recompute."""
     p = M.BYTES[spec.dtype]
     B, S = spec.batch, spec.seq
     n = B * S
-    layer = {
-        **{f"2 norms: {k}": 2 * v for k, v in rmsnorm_saved(n, s.h, p).items()},
-        **attention_saved(B, S, s.h, s.heads, s.kv_heads, s.head_dim, p, spec.attn),
-        **gated_mlp_saved(n, s.ffn, p),
-    }
-    return {**{f"L × {k}": s.L * v for k, v in layer.items()}, **head_saved(B, S, s.h, s.head_dim, s.V, p)}
+    mixed = spec.precision == "mixed"
+    stream = FP32 if mixed else p  # bytes of the residual stream between layers
+    if spec.checkpointing:
+        layer = {"layer input n·h": n * s.h * stream}
+        extra = {"position ids 8S": M.INPUT_BYTES * S}
+        if spec.attn == "eager":  # eager gets an explicit mask, a checkpoint input like the rest
+            extra["attention mask B·S²·p_stream"] = B * S * S * stream
+    elif mixed:
+        layer = {
+            **{f"attention norm: {k}": v for k, v in rmsnorm_saved_autocast(n, s.h, p, 3).items()},
+            **{f"MLP norm: {k}": v for k, v in rmsnorm_saved_autocast(n, s.h, p, 2).items()},
+            **attention_saved(B, S, s.h, s.heads, s.kv_heads, s.head_dim, p, spec.attn),
+            **gated_mlp_saved(n, s.ffn, p),
+            "weight copies p·(matrices)": p * layer_matrices(s),
+        }
+        extra = {}
+    else:
+        layer = {
+            **{f"2 norms: {k}": 2 * v for k, v in rmsnorm_saved(n, s.h, p).items()},
+            **attention_saved(B, S, s.h, s.heads, s.kv_heads, s.head_dim, p, spec.attn),
+            **gated_mlp_saved(n, s.ffn, p),
+        }
+        extra = {}
+    head = head_saved(B, S, s.h, s.head_dim, s.V, p)
+    if mixed:
+        head = {k: v for k, v in head.items() if not k.startswith(("final norm", "cos, sin"))}
+        head = {**{f"final norm {k}": v for k, v in rmsnorm_saved_autocast(n, s.h, p, 1).items()},
+                "head weight copy V·h·p": p * s.V * s.h, "cos, sin 2·S·d·4": 2 * S * s.head_dim * FP32, **head}
+    return {**{f"L × {k}": s.L * v for k, v in layer.items()}, **extra, **head}
 
 
 def backward_start(s, spec) -> dict[str, int]:
@@ -94,11 +140,17 @@ def backward_start(s, spec) -> dict[str, int]:
 
 
 def embedding_backward(s, spec) -> dict[str, int]:
-    """The last backward op: torch's embedding backward accumulates the V×h gradient in fp32
-    (4Vh) when the weights are half precision, and for a tied head it is a second V×h gradient
-    beside the head's until AccumulateGrad adds it in place; all other grads exist by then."""
-    p = FP32 if spec.precision == "mixed" else M.BYTES[spec.dtype]
-    return {"embedding grad accumulation 4Vh": FP32 * s.V * s.h} if (p < FP32 or s.tied) else {}
+    """The last backward op, when every other grad exists. Half-precision weights: torch's
+    embedding backward accumulates the V×h gradient in an fp32 buffer (4Vh) before casting it.
+    fp32 weights with a tied head: the head's V×h grad exists already, the embedding's arrives
+    beside it and AccumulateGrad adds the two out of place (two more 4Vh). fp32 untied: nothing
+    beyond the grads."""
+    pw = FP32 if spec.precision == "mixed" else M.BYTES[spec.dtype]
+    if pw < FP32:
+        return {"fp32 accumulation buffer 4Vh": FP32 * s.V * s.h}
+    if s.tied:
+        return {"embedding grad 4Vh": FP32 * s.V * s.h, "out-of-place sum 4Vh": FP32 * s.V * s.h}
+    return {}
 
 
 def optimizer_transient(N: int, p: int, optimizer: str) -> dict[str, int]:
@@ -117,9 +169,14 @@ def covered(s, spec) -> str | None:
     """None if the predictor covers this run; otherwise why not (one line)."""
     if s.model_type not in LLAMA_FAMILY or s.experts > 1:
         return f"activations are derived for the LLaMA family ({', '.join(sorted(LLAMA_FAMILY))}), not {s.model_type}"
-    if spec.mode == "train" and (spec.precision != "pure" or spec.checkpointing):
-        return "activations are derived for pure precision without checkpointing"
     return None
+
+
+def peak_covered(s, spec) -> str | None:
+    """None if the predictor also gives the peak; otherwise why not."""
+    if spec.mode == "train" and spec.checkpointing:
+        return "the peak under checkpointing (recompute inside backward) is not derived"
+    return covered(s, spec)
 
 
 def predict(s, spec, T: int) -> dict[str, dict[str, int]]:
@@ -135,6 +192,7 @@ def predict(s, spec, T: int) -> dict[str, dict[str, int]]:
         out["optimizer"] = M.optimizer_state(N, T, pw, spec.optimizer)
         if covered(s, spec) is None:
             out["activations"] = activations(s, spec)
+        if peak_covered(s, spec) is None:
             state = total(out["params"]) + total(out["buffers"]) + total(out["optimizer"])
             fwd_end = state + total(out["activations"])
             step = state + total(out["grads"]) + total(optimizer_transient(N, pw, spec.optimizer)) + M.INPUT_BYTES * B * S
