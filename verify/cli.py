@@ -112,8 +112,10 @@ def corrected_prediction(name: str, s, spec, result) -> dict:
     from verify.formulas.params import total
     from verify.predict import covered, predict
 
-    T = len(list(build(load_config(name), device="meta").parameters()))
-    terms = predict(s, spec, T)
+    config = load_config(name)
+    T = len(list(build(config, device="meta").parameters()))
+    dropout = tuple(getattr(config, k, 0.0) or 0.0 for k in ("embd_pdrop", "attn_pdrop", "resid_pdrop"))
+    terms = predict(s, spec, T, dropout)
     measured = {"params": result.params_bytes, "buffers": result.buffers_bytes, "grads": result.grads_bytes,
                 "optimizer": result.optimizer_bytes, "activations": result.activations_bytes,
                 "kv_cache": result.kv_cache_bytes, "peak": result.peak_bytes}
@@ -183,6 +185,7 @@ def cmd_shard(args) -> int:
     spec = ShardSpec(
         model=args.model, world_size=args.world_size, strategy=args.strategy, mode=args.mode, dtype=args.dtype,
         precision=args.precision, optimizer=args.optimizer, batch=args.batch, seq=args.seq, gpu_gb=args.gpu_gb,
+        checkpointing=args.checkpointing,
     )
     try:
         validate_shard(spec, s)
@@ -287,13 +290,14 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("model")
     q.add_argument("--world-size", type=int, required=True, help="N ranks (with --min-n: the N measured first)")
     q.add_argument("--strategy", default="fsdp", help="ddp | fsdp | zero2 | zero3")
-    q.add_argument("--mode", default="train", help="train (one optimizer step) | infer (prefill --seq tokens + 1 token)")
+    q.add_argument("--mode", default="train", help="train (one optimizer step) | infer (prefill of a --seq token prompt)")
     q.add_argument("--dtype", choices=DTYPE_NAMES, default="bf16")
     q.add_argument("--precision", default="mixed", help="mixed: fp32 sharded master weights, compute in --dtype | pure")
     q.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
     q.add_argument("--batch", type=int, default=1, help="sequences per rank")
     q.add_argument("--seq", type=int, default=2048)
     q.add_argument("--gpu-gb", type=float, default=80.0, help="GPU memory in GB (1e9 bytes) to fit")
+    q.add_argument("--checkpointing", action="store_true", help="activation checkpointing of every decoder layer (train)")
     q.add_argument("--min-n", action="store_true", help="find the smallest N whose per-rank peak fits --gpu-gb")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_shard)

@@ -7,7 +7,7 @@ simulated by rank 0), the model is built on the meta device, wrapped by FSDP2
 (`torch.distributed.fsdp.fully_shard`, one group per decoder layer plus the root) or by the
 FSDP2-based DDP (`torch.distributed._composable.replicate_with_fsdp.replicate`), and then
 materialized as FakeTensors, so a 405B model over 1024 ranks allocates nothing. One training
-step (forward, loss, backward, optimizer step) or one inference (prefill + one decoded token)
+step (forward, loss, backward, optimizer step) or one inference (the prefill of a prompt)
 runs through the real sharding code: all-gathers into unsharded buffers, reshard after
 forward, reduce-scatter of gradients, the optimizer on the local shards.
 
@@ -21,7 +21,10 @@ What is measured on rank 0 (the largest shard when a dimension does not divide e
       resizes; inputs and persistent state count from the start.
 
 Strategies (ZeRO stage <-> FSDP2 setting):
-  ddp    replicate(): every rank holds all parameters, gradients and optimizer state.
+  ddp    replicate() (torch's FSDP2-based DDP): every rank holds all parameters, gradients and
+         optimizer state. Unlike torch.nn.parallel.DistributedDataParallel it also keeps a
+         gathered copy of the parameters in the compute dtype from forward to backward (it
+         behaves as zero2 at N = 1); under mixed precision that copy stands for autocast's casts.
   fsdp   fully_shard() with its defaults: layers reshard after forward, the root does not.
   zero3  fully_shard(reshard_after_forward=True) on every group, root included.
   zero2  fully_shard(reshard_after_forward=False): gathered parameters stay until backward
@@ -52,13 +55,14 @@ class ShardSpec:
     model: str  # bundled name or config.json path
     world_size: int  # N: data-parallel ranks
     strategy: str = "fsdp"  # ddp | fsdp | zero2 | zero3 (see the module docstring)
-    mode: str = "train"  # "train": one optimizer step; "infer": prefill of `seq` tokens + one decoded token
+    mode: str = "train"  # "train": one optimizer step; "infer": prefill of a `seq`-token prompt into the KV cache
     dtype: str = "bf16"  # compute dtype (and weight dtype under precision="pure" and for inference)
     precision: str = "mixed"  # "mixed": fp32 sharded master weights, compute in dtype, fp32 gradient reduce; "pure": all in dtype
     optimizer: str = "adamw"  # adamw | adam | sgd (plain SGD: no state); training only
     batch: int = 1  # sequences per rank (micro-batch)
     seq: int = 2048  # tokens per sequence (training), prompt length (inference)
     gpu_gb: float = 80.0  # GPU memory in GB (1e9 bytes) the per-rank peak is compared with
+    checkpointing: bool = False  # activation checkpointing of every decoder layer (training only)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -77,13 +81,13 @@ def validate_shard(spec: ShardSpec, shape) -> None:
         (spec.batch > 0, f"batch must be positive, got {spec.batch}"),
         (spec.seq > 0, f"seq must be positive, got {spec.seq}"),
         (spec.gpu_gb > 0 and math.isfinite(spec.gpu_gb), f"GPU size must be a positive number of GB, got {spec.gpu_gb}"),
+        (not (spec.checkpointing and spec.mode != "train"), "--checkpointing applies to training only (--mode train)"),
     ]
     for ok, message in checks:
         if not ok:
             raise ValueError(message)
-    total = spec.seq + (1 if spec.mode == "infer" else 0)
-    if shape.max_positions and total > shape.max_positions:
-        raise ValueError(f"{shape.name} accepts at most {shape.max_positions} positions; seq {spec.seq} needs {total}")
+    if shape.max_positions and spec.seq > shape.max_positions:
+        raise ValueError(f"{shape.name} accepts at most {shape.max_positions} positions; got seq {spec.seq}")
 
 
 # --- the allocation tracker -----------------------------------------------------------------
@@ -98,22 +102,26 @@ class LiveBytes:
 
     Why not verify.measure.tracker.Tracker: it reads `untyped_storage()` of each output, which a
     DTensor does not have, and does not see resizes, so under FSDP2 it would keep counting freed
-    unsharded parameters. This one keeps a total, a peak and per-phase peaks, nothing more.
+    unsharded parameters. This one keeps a total, a peak, per-phase peaks and when each live
+    storage was allocated (an op counter), so that what was live at a peak can be asked later.
     """
 
     def __init__(self):
-        self._live: dict[int, list] = {}  # storage key -> [bytes counted, weakref]
+        self._live: dict[int, list] = {}  # storage key -> [bytes counted, weakref, op count at allocation]
+        self.ops = 0  # ops seen so far
         self.live = 0  # bytes live now
         self.peak = 0  # highest `live` seen
         self.phase = "setup"  # current phase, set with `set_phase`
         self.phase_peaks: dict[str, int] = {}  # phase -> highest `live` seen in it
+        self.phase_starts: list[tuple[int, str]] = []  # (op count, phase) at each set_phase
+        self.timeline: list[tuple[int, int]] = []  # (op count, live) after every increase
 
     def _add_storage(self, st) -> None:
         key = st._cdata
         if key in self._live:
             return
         n = st.nbytes()
-        self._live[key] = [n, weakref.ref(st, lambda _r, k=key: self._free(k))]
+        self._live[key] = [n, weakref.ref(st, lambda _r, k=key: self._free(k)), self.ops]
         self.live += n
 
     def _free(self, key: int) -> None:
@@ -157,10 +165,36 @@ class LiveBytes:
             self.peak = self.live
         if self.live > self.phase_peaks.get(self.phase, 0):
             self.phase_peaks[self.phase] = self.live
+        self.timeline.append((self.ops, self.live))
 
     def set_phase(self, name: str) -> None:
         self.phase = name
+        self.phase_starts.append((self.ops, name))
         self.phase_peaks[name] = max(self.phase_peaks.get(name, 0), self.live)
+        self.timeline.append((self.ops, self.live))
+
+    def segments(self, events: list[int]) -> list[dict]:
+        """The peak of `live` in each stretch of the step between phase changes and the op counts
+        in `events` (sorted): [{"phase", "events_before" (how many events came before the
+        stretch), "peak"}]."""
+        out: dict[tuple[str, int], int] = {}
+        starts, p, k, phase = self.phase_starts, 0, 0, "setup"
+        for op, live in self.timeline:
+            while p < len(starts) and starts[p][0] <= op:
+                phase = starts[p][1]
+                p += 1
+            while k < len(events) and events[k] <= op:
+                k += 1
+            key = (phase, k)
+            if live > out.get(key, -1):
+                out[key] = live
+        return [{"phase": ph, "events_before": n, "peak": v} for (ph, n), v in out.items()]
+
+    def allocated_at(self, t) -> int | None:
+        """Op count at which the storage behind tensor `t` (a DTensor: its shard) was registered,
+        or None if it is not tracked."""
+        entry = self._live.get(_local(t).untyped_storage()._cdata)
+        return entry[2] if entry else None
 
     @contextmanager
     def tracking(self):
@@ -173,6 +207,7 @@ class LiveBytes:
         class _Mode(TorchDispatchMode):
             def __torch_dispatch__(self, func, types, args=(), kwargs=None):
                 out = func(*args, **(kwargs or {}))
+                tracker.ops += 1
                 if isinstance(out, torch.Tensor):
                     tracker._add_tensor(out)
                     tracker._update()
@@ -282,11 +317,10 @@ def apply_strategy(model, mesh, spec: ShardSpec) -> None:
             replicate(layer, mesh=mesh, mp_policy=mp)
         replicate(model, mesh=mesh, mp_policy=mp)
         return
-    layer_reshard = {"fsdp": None, "zero3": True, "zero2": False}[spec.strategy]
-    root_reshard = {"fsdp": None, "zero3": True, "zero2": False}[spec.strategy]
+    reshard = {"fsdp": None, "zero3": True, "zero2": False}[spec.strategy]  # None: True for layers, False for the root
     for layer in decoder_layers(model):
-        fully_shard(layer, mesh=mesh, mp_policy=mp, reshard_after_forward=layer_reshard)
-    fully_shard(model, mesh=mesh, mp_policy=mp, reshard_after_forward=root_reshard)
+        fully_shard(layer, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard)
+    fully_shard(model, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard)
 
 
 def measure_shard(spec: ShardSpec) -> dict:
@@ -305,7 +339,7 @@ def run_rank(spec: ShardSpec, mesh, device: str, fake_mode=None) -> dict:
     """This rank's part of `spec` on `mesh`: build on meta, wrap (apply_strategy), materialize on
     `device` (under `fake_mode` if given), initialise the optimizer state, then one tracked
     training step or inference. The step is the project's device-agnostic one
-    (verify.measure.steps: train_step; generate_greedy with one decoded token). Real ranks
+    (verify.measure.steps: train_step; generate_greedy with new_tokens=1, i.e. the prefill). Real ranks
     (verify.measure.shard_ranks) call this very function with fake_mode=None."""
     import contextlib
 
@@ -339,13 +373,16 @@ def run_rank(spec: ShardSpec, mesh, device: str, fake_mode=None) -> dict:
             tracker.set_phase(phase)
 
         if spec.mode == "train":
-            opt = steps.make_optimizer(spec.optimizer, params)
+            opt = steps.prepare_training(model, spec.optimizer, spec.checkpointing)  # train mode, checkpointing, optimizer
             _init_optimizer_state(opt, params)
             seen["optimizer"] = _optimizer_state_bytes(opt)
             tracker.track([params, ids, [list(s.values()) for s in opt.state.values()]])
 
             def after_backward():
                 seen["grads"] = _storage_bytes(_local(p.grad) for p in params if p.grad is not None)
+                # when each gradient's storage was allocated (they live until zero_grad)
+                seen["grad_allocs"] = sorted(((tracker.allocated_at(p.grad) or 0), tuple(p.shape))
+                                             for p in params if p.grad is not None)
 
             hooks = steps.Hooks(mark=mark, after_forward=after_forward, after_backward=after_backward)
             with tracker.tracking():
@@ -363,7 +400,7 @@ def run_rank(spec: ShardSpec, mesh, device: str, fake_mode=None) -> dict:
 
             hooks = steps.Hooks(mark=mark, after_prefill=after_prefill, after_token=after_token)
             with tracker.tracking():
-                steps.generate_greedy(model, ids, new_tokens=2, hooks=hooks)
+                steps.generate_greedy(model, ids, new_tokens=1, hooks=hooks)  # the prefill: its peak is the one that counts
     for phase in ("idle", "zero_grad"):  # after the step: nothing new, and the next step starts lower
         tracker.phase_peaks.pop(phase, None)
     per_rank = {
@@ -374,6 +411,10 @@ def run_rank(spec: ShardSpec, mesh, device: str, fake_mode=None) -> dict:
         "kv_cache_bytes": seen.get("kv_cache", 0),
         "peak_bytes": tracker.peak,
         "phase_peaks": dict(tracker.phase_peaks),
+        # the profile extrapolated_peak reads: the peak of each stretch between phase changes and
+        # gradient allocations, and the shapes of the parameters in the order their gradients came
+        "segments": tracker.segments([op for op, _ in seen.get("grad_allocs", [])]),
+        "grad_order": [shape for _, shape in seen.get("grad_allocs", [])],
     }
     persistent = per_rank["params_bytes"] + per_rank["grads_bytes"] + per_rank["optimizer_bytes"]
     gpu_bytes = int(spec.gpu_gb * GB)
@@ -447,45 +488,42 @@ def closed_form_persistent(spec: ShardSpec, shapes: list[tuple[int, ...]], world
     )
 
 
-# the persistent terms surely live in each phase of a step (gradients are freed by zero_grad and
-# rebuilt during backward) ...
-PHASE_PERSISTENT = {"setup": ("params", "optimizer"), "forward": ("params", "optimizer"),
-                    "backward": ("params", "optimizer"), "optimizer": ("params", "grads", "optimizer"),
-                    "prefill": ("params",), "decode": ("params",)}
-# ... and those that may be live at the phase's peak: some of the gradients during backward
-PHASE_MAYBE = {"backward": ("grads",)}
-# phases whose temporaries are per shard: the foreach optimizer's intermediate lists
+# phases whose remainder is per shard: the optimizer step, where activations are gone and what
+# is left beyond the state is the foreach optimizer's intermediate lists, one entry per shard
 PHASE_PER_SHARD = ("optimizer",)
 
 
 def extrapolated_peak(result: dict, shapes: list[tuple[int, ...]], world_size: int) -> int:
-    """Per-rank peak at `world_size` from a measurement at another N, as an upper bound.
+    """Per-rank peak at `world_size` from a measurement at another N.
 
-    In each phase the measured phase peak is split into the exactly known persistent part (the
-    closed form the tests prove exact), which is recomputed at `world_size`, and the rest R
-    (activations, gathered layers, KV cache, temporaries). R is not exactly constant: the
-    backward peak holds an unknown share of the gradients, and the optimizer's foreach
-    temporaries are per shard. So each phase takes the larger of: R constant; R constant with
-    all gradients counted as persistent (backward); R scaled with the shard size (optimizer).
-    Each is >= the truth on one side of the measured N, and all equal it at that N.
-    `min_world_size` confirms the N this gives by measuring it."""
+    The measured step is cut into stretches between phase changes and gradient allocations
+    (per_rank["segments"]). In each, the peak is split into its exactly known persistent part,
+    recomputed at `world_size` by the closed form the tests prove exact (parameters, optimizer
+    state, and the gradients allocated so far, by their shapes in per_rank["grad_order"]), and
+    a remainder R. Outside the optimizer step R (activations, gathered layers and their
+    unsharded gradients, KV cache) does not depend on N and is kept; in the optimizer step R is
+    the foreach temporaries, which are per shard, and is scaled with the shard size. Equal to
+    the measurement at its own N; `min_world_size` confirms the N this gives by measuring it."""
     spec = ShardSpec(**result["spec"])
-    at_ref = closed_form_persistent(spec, shapes)
-    at_n = closed_form_persistent(spec, shapes, world_size)
-    ratio = at_n["params"] / at_ref["params"] if at_ref["params"] else 1.0
+    pr = result["per_rank"]
+    order = [tuple(s) for s in pr["grad_order"]]
+
+    def persistent(n: int, grads_live: int) -> int:
+        terms = closed_form_persistent(spec, shapes, n)
+        grads = closed_form_persistent(spec, order[:grads_live], n)["grads"] if grads_live else 0
+        return terms["params"] + terms["optimizer"] + grads
+
+    ratio = closed_form_persistent(spec, shapes, world_size)["params"] / max(1, closed_form_persistent(spec, shapes)["params"])
     best = 0
-    for phase, peak in result["per_rank"]["phase_peaks"].items():
-        sure = PHASE_PERSISTENT.get(phase, ("params", "optimizer"))
-        for keys in (sure, sure + PHASE_MAYBE.get(phase, ())):
-            rest = peak - sum(at_ref[k] for k in keys)
-            now = sum(at_n[k] for k in keys)
-            best = max(best, now + rest)
-            if phase in PHASE_PER_SHARD:
-                best = max(best, now + int(rest * ratio))
+    for seg in pr["segments"]:
+        rest = seg["peak"] - persistent(spec.world_size, seg["events_before"])
+        if seg["phase"] in PHASE_PER_SHARD:
+            rest = math.ceil(rest * ratio)
+        best = max(best, persistent(world_size, seg["events_before"]) + rest)
     return best
 
 
-def min_world_size(spec: ShardSpec, reference_n: int = 8, max_n: int = 1024, confirm: bool = True, max_confirm_runs: int = 4,
+def min_world_size(spec: ShardSpec, reference_n: int = 2, max_n: int = 1024, confirm: bool = True, max_confirm_runs: int = 4,
                    reference: dict | None = None) -> dict:
     """Smallest N whose per-rank peak fits `spec.gpu_gb`.
 
@@ -533,7 +571,7 @@ def min_world_size(spec: ShardSpec, reference_n: int = 8, max_n: int = 1024, con
     return out
 
 
-def shard_sweep(model: str, strategies=STRATEGIES, world_sizes=(1, 2, 4, 8, 16, 32, 64, 128), reference_n: int = 8, **spec_fields) -> list[dict]:
+def shard_sweep(model: str, strategies=STRATEGIES, world_sizes=(1, 2, 4, 8, 16, 32, 64, 128), reference_n: int = 2, **spec_fields) -> list[dict]:
     """Per-rank peak against N, one measured run per strategy at `reference_n`, the exact
     persistent part extrapolated to the other N. Rows: model, strategy, world_size,
     peak_bytes, persistent_bytes, measured (True only for the measured point)."""

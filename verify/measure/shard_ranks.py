@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--seq", type=int, default=2048)
+    p.add_argument("--checkpointing", action="store_true")
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     p.add_argument("--out", help="JSON file rank 0 writes (default: stdout)")
     args = p.parse_args(argv)
@@ -54,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         world = dist.get_world_size()
         spec = ShardSpec(model=args.model, world_size=world, strategy=args.strategy, mode=args.mode, dtype=args.dtype,
-                         precision=args.precision, optimizer=args.optimizer, batch=args.batch, seq=args.seq)
+                         precision=args.precision, optimizer=args.optimizer, batch=args.batch, seq=args.seq,
+                         checkpointing=args.checkpointing)
         try:
             validate_shard(spec, shape(load_config(args.model)))
         except ValueError as e:
