@@ -21,6 +21,7 @@ from verify.formulas.params import exact, total
 
 FP32 = 4  # bytes of the tensors RMSNorm, softmax and the loss keep in fp32
 LLAMA_FAMILY = {"llama", "mistral", "qwen2"}
+GPT2_FAMILY = {"gpt2"}
 
 
 def rmsnorm_saved(n: int, h: int, p: int) -> dict[str, int]:
@@ -87,7 +88,7 @@ def layer_matrices(s) -> int:
     return s.h * q + 2 * s.h * kv + q * s.h + 3 * s.h * s.ffn
 
 
-def activations(s, spec) -> dict[str, int]:
+def activations(s, spec, dropout: tuple[float, float, float] = (0.1, 0.1, 0.1)) -> dict[str, int]:
     """Bytes live at the forward/backward boundary beyond the persistent state (training).
 
     Pure precision: per layer 2 RMSNorms, attention by kind, the gated MLP. Mixed precision
@@ -99,6 +100,10 @@ def activations(s, spec) -> dict[str, int]:
     p = M.BYTES[spec.dtype]
     B, S = spec.batch, spec.seq
     n = B * S
+    if s.model_type in GPT2_FAMILY:
+        embd, attn_p, resid = dropout
+        layer = gpt2_layer_saved(B, S, s.h, s.ffn, s.heads, p, spec.attn, attn_p > 0, resid > 0)
+        return {**{f"L × {k}": s.L * v for k, v in layer.items()}, **gpt2_head_saved(B, S, s.h, s.V, p, embd > 0)}
     mixed = spec.precision == "mixed"
     stream = FP32 if mixed else p  # bytes of the residual stream between layers
     if spec.checkpointing:
@@ -128,6 +133,39 @@ def activations(s, spec) -> dict[str, int]:
         head = {**{f"final norm {k}": v for k, v in rmsnorm_saved_autocast(n, s.h, p, 1).items()},
                 "head weight copy V·h·p": p * s.V * s.h, "cos, sin 2·S·d·4": 2 * S * s.head_dim * FP32, **head}
     return {**{f"L × {k}": s.L * v for k, v in layer.items()}, **extra, **head}
+
+
+def gpt2_layer_saved(B: int, S: int, h: int, f: int, a: int, p: int, attn: str, attn_drop: bool, resid_drop: bool) -> dict[str, int]:
+    """One GPT-2 block (LayerNorm, fused qkv, GELU-tanh MLP, dropout with 1-byte masks as on CUDA):
+    the inputs and outputs of its two LayerNorms (p·nh each) and their mean and 1/std per token
+    (p·n each: this backend's LayerNorm keeps them in the input dtype), the fused qkv output
+    (3p·nh), attention by kind, the re-merged heads (eager), the GELU's five n·f tensors (the
+    c_fc output and four intermediates of 0.5·x·(1 + tanh(...))) and the residual-dropout masks."""
+    n = B * S
+    out = {"2 LayerNorm inputs 2p·nh": 2 * p * n * h, "2 LayerNorm outputs 2p·nh": 2 * p * n * h,
+           "LayerNorm mean, 1/std 4p·n": 4 * p * n, "fused qkv 3p·nh": 3 * p * n * h}
+    if attn == "sdpa":
+        out.update({"SDPA output p·nh": p * n * h, "logsumexp 4·B·a·S": FP32 * B * a * S})
+    else:
+        out.update({"softmax p·B·a·S²": p * B * a * S * S, "merged heads p·nh": p * n * h})
+        if attn_drop:
+            out.update({"attention dropout output p·B·a·S²": p * B * a * S * S, "attention dropout mask B·a·S²": B * a * S * S})
+    out["GELU-tanh MLP 5p·nf"] = 5 * p * n * f
+    if resid_drop:
+        out["2 residual dropout masks 2nh"] = 2 * n * h
+    return out
+
+
+def gpt2_head_saved(B: int, S: int, h: int, V: int, p: int, embd_drop: bool) -> dict[str, int]:
+    """Outside GPT-2's blocks: the final LayerNorm's input and output and its statistics, the
+    embedding-dropout mask, log-probs, token and position ids, labels and loss."""
+    n = B * S
+    out = {"final LayerNorm input, output 2p·nh": 2 * p * n * h, "final LayerNorm mean, 1/std 2p·n": 2 * p * n,
+           "log-probs 4nV": FP32 * n * V, "input ids 8n": M.INPUT_BYTES * n, "position ids 8S": M.INPUT_BYTES * S,
+           "labels 8(S+1) or 8BS": M.INPUT_BYTES * (S + 1 if B == 1 else B * S), "loss, total weight 2·4": 2 * FP32}
+    if embd_drop:
+        out["embedding dropout mask nh"] = n * h
+    return out
 
 
 def backward_start(s, spec) -> dict[str, int]:
@@ -167,8 +205,12 @@ def rope_buffers(s) -> dict[str, int]:
 
 def covered(s, spec) -> str | None:
     """None if the predictor covers this run; otherwise why not (one line)."""
+    if s.model_type in GPT2_FAMILY:
+        if spec.mode == "train" and (spec.precision == "mixed" or spec.checkpointing):
+            return "GPT-2 activations are derived for pure precision without checkpointing"
+        return None
     if s.model_type not in LLAMA_FAMILY or s.experts > 1:
-        return f"activations are derived for the LLaMA family ({', '.join(sorted(LLAMA_FAMILY))}), not {s.model_type}"
+        return f"activations are derived for the LLaMA family ({', '.join(sorted(LLAMA_FAMILY))}) and GPT-2, not {s.model_type}"
     return None
 
 
@@ -179,9 +221,11 @@ def peak_covered(s, spec) -> str | None:
     return covered(s, spec)
 
 
-def predict(s, spec, T: int) -> dict[str, dict[str, int]]:
+def predict(s, spec, T: int, dropout: tuple[float, float, float] = (0.1, 0.1, 0.1)) -> dict[str, dict[str, int]]:
     """Category -> named terms in bytes for the run `spec` on Shape `s`; T = parameter tensors
-    (Adam's step counters). Activation and peak terms only where `covered` is None."""
+    (Adam's step counters); dropout = GPT-2's (embedding, attention, residual) probabilities
+    (its config's embd_pdrop, attn_pdrop, resid_pdrop). Activation and peak terms only where
+    `covered` / `peak_covered` is None."""
     N = total(exact(s))
     p = M.BYTES[spec.dtype]
     pw = FP32 if spec.precision == "mixed" else p
@@ -191,7 +235,7 @@ def predict(s, spec, T: int) -> dict[str, dict[str, int]]:
         out["grads"] = M.gradients(N, pw)
         out["optimizer"] = M.optimizer_state(N, T, pw, spec.optimizer)
         if covered(s, spec) is None:
-            out["activations"] = activations(s, spec)
+            out["activations"] = activations(s, spec, dropout)
         if peak_covered(s, spec) is None:
             state = total(out["params"]) + total(out["buffers"]) + total(out["optimizer"])
             fwd_end = state + total(out["activations"])

@@ -38,6 +38,16 @@ def model_facts(name: str) -> tuple:
     return s, total(exact(s)), len(list(build(config, device="meta").parameters()))
 
 
+def corrected(spec: MemorySpec) -> dict[str, dict[str, int]]:
+    """verify.predict's terms for `spec` (dropout probabilities from the model's config)."""
+    from verify.predict import predict
+
+    s, _, T = model_facts(spec.model)
+    config = load_config(spec.model)
+    dropout = tuple(getattr(config, k, 0.0) or 0.0 for k in ("embd_pdrop", "attn_pdrop", "resid_pdrop"))
+    return predict(s, spec, T, dropout)
+
+
 def cmd(spec: MemorySpec) -> str:
     parts = [f"python -m verify memory {spec.model} --backend fake --mode {spec.mode} --dtype {spec.dtype}",
              f"--batch {spec.batch} --seq {spec.seq} --attn {spec.attn}"]
@@ -93,7 +103,7 @@ def b5():
         corrected="4·N (fp32), 2·N (fp16) with N counted on the module", corrected_value=total(M.weights(N, 4)),
         evidence={"N module": N, "N seed": seed_N, "fp32 measured": fp32, "fp16 measured": fp16, "fp16 seed": seed_fp16,
                   "fp16 rel_error": rel_error(seed_fp16, fp16), "fp32 MB": fp32 / 1e6, "fp32 MiB": fp32 / 2**20},
-        backend="fake", command="python -m verify params gpt2  # with vocab_size 50000: see verify/claims/memory.py b5",
+        backend="fake", command="python -m verify claims --only B5 --backend fake --json",
     )
 
 
@@ -163,9 +173,9 @@ def t2():
 
 
 def _t3_figures(spec: MemorySpec) -> dict:
-    from verify.predict import covered, predict
+    from verify.predict import covered
 
-    s, N, T = model_facts(spec.model)
+    s, N, _ = model_facts(spec.model)
     r = run(spec)
     out = {"activations measured": r.activations_bytes, "peak measured": r.peak_bytes, "peak phase": r.peak_phase,
            "M_act seed": total(M.t3_activations(s.L, spec.batch, spec.seq, s.h, s.V)),
@@ -173,7 +183,7 @@ def _t3_figures(spec: MemorySpec) -> dict:
     out["M_act rel_error"] = rel_error(out["M_act seed"], r.activations_bytes)
     out["M_peak rel_error"] = rel_error(out["M_peak seed"], r.peak_bytes)
     if covered(s, spec) is None:
-        pr = predict(s, spec, T)
+        pr = corrected(spec)
         out["activations corrected"] = total(pr["activations"])
         out["peak corrected"] = sum(pr["peak"].values())
     return out
@@ -233,9 +243,7 @@ def t4():
     args = (s.L, s.heads, eager.batch, eager.seq, s.h, p)
     left, right = total(M.t4_left(*args)), total(M.t4_right(*args))
     re, rs = run(eager), run(sdpa)
-    from verify.predict import predict
-
-    corrected = total(predict(s, eager, model_facts(name)[2])["activations"])
+    corrected_eager = total(corrected(eager)["activations"])
     lower_bound_eager = re.activations_bytes >= right
     lower_bound_sdpa = rs.activations_bytes >= right
     return judge(
@@ -250,12 +258,12 @@ def t4():
         corrected="verify.predict activations: per layer 2 RMSNorms (4nh + 4n + 2p·nh each), attention (eager: 4·B·a·S² "
                   "fp32 softmax + p·B·a·S² cast + q, k, v, output; SDPA: q, k, v, output + 4·B·a·S), MLP 4·n·f·p; plus "
                   "log-probs 4nV",
-        corrected_value=corrected,
+        corrected_value=corrected_eager,
         evidence={"left side": left, "right side": right, "eager measured": re.activations_bytes, "sdpa measured": rs.activations_bytes,
                   "eager rel_error (right side)": rel_error(right, re.activations_bytes),
                   "sdpa rel_error (right side)": rel_error(right, rs.activations_bytes),
                   "lower bound for eager": lower_bound_eager, "lower bound for sdpa": lower_bound_sdpa,
-                  "corrected eager": corrected, "corrected sdpa": total(predict(s, sdpa, model_facts(name)[2])["activations"])},
+                  "corrected eager": corrected_eager, "corrected sdpa": total(corrected(sdpa)["activations"])},
         backend="fake", command=cmd(eager),
     )
 
@@ -309,7 +317,9 @@ def i1():
                      f"{min(train_ratios)}–{max(train_ratios)} × the model (the weights, grads and Adam state alone are 4×, "
                      f"plus foreach temporaries and activations), generation at {min(gen_ratios)}–{max(gen_ratios)} ×; "
                      "neither multiple is a constant: both grow with batch and sequence"),
-        corrected="training: (4 + 4 + 8)·N + activations(B, S) or the foreach step's +4N; generation: 4N + KV + logits",
+        corrected="verify.predict: training peak = max(start of backward: 16N + activations(B, S) + 8nV, foreach "
+                  "step: 20N); generation: 4N + KV + logits",
+        corrected_value=sum(corrected(main)["peak"].values()),
         evidence={"model bytes (fp32)": model_bytes, "ratios": table}, backend="fake", command=cmd(main),
     )
 
