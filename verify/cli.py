@@ -157,11 +157,19 @@ def cmd_memory(args) -> int:
     # I2 compares generation with training: the other mode, same model, dtype, batch and prompt
     other = dataclasses.replace(spec, mode="generate" if spec.mode == "train" else "train", precision="pure",
                                 checkpointing=False)
+    import torch
+
     try:
         result = measure(spec)
-        companion = measure(other) if args.companion else None
+    except torch.OutOfMemoryError:
+        raise UsageError(f"{spec.model}: {spec.mode} with batch {spec.batch}, seq {spec.seq} does not fit on this GPU "
+                         "(out of memory); try --backend fake") from None
     except (ValueError, RuntimeError) as e:  # TraceError, or a model transformers cannot build this way
         raise UsageError(str(e).splitlines()[0]) from None
+    try:
+        companion = measure(other) if args.companion else None
+    except (ValueError, RuntimeError):  # the other mode may not run here (OOM on a GPU, a mode the model lacks)
+        companion = None
     out = {**result.as_dict(), "predictions": seed_predictions(s, spec, result, companion),
            "corrected": corrected_prediction(args.model, s, spec, result)}
     if companion is not None:

@@ -2,7 +2,16 @@
 storage counted by the Tracker, nothing real allocated; any model size on any machine.
 
 `run(spec, device="cpu")` runs the very same code on real CPU tensors (tiny models), which is how
-the tests check the fake figures against reality.
+the tests check the fake figures against reality; `run(spec, device="cuda", tracker=...)` is what
+the cuda backend calls. Off the GPU, two adjustments make the trace count what a GPU step keeps:
+transformers is given the answer a real run gets to a data-dependent mask question
+(`_as_real_runs`), and CUDA's kernel choices are taken where the CPU's keep other tensors
+(`CudaKernelChoices`: dropout masks, SDPA with dropout).
+
+Measured: the second training step (the first creates the optimizer state), or prefill plus
+new_tokens - 1 decode steps. Known differences from a CUDA run that remain: the CPU embedding
+backward's fp32 V×h buffer for half-precision weights, LayerNorm statistics kept in the input
+dtype (fp32 on CUDA), and no cuBLAS/flash workspaces (the allocator's own, outside tensors).
 """
 
 from __future__ import annotations
@@ -146,10 +155,9 @@ def _train(model, spec: MemorySpec, compute: torch.dtype, ids, tracker: Tracker,
         p.register_post_accumulate_grad_hook(lambda p: tracker.relabel(p.grad, Category.GRADS))
     tracker.add(ids, Category.ACTIVATIONS)
     device_type = params[0].device.type
-    autocast = autocast_context(spec.precision, compute, device_type)
 
     # step 1 creates the optimizer state; step 2 is the one measured
-    train_step(model, optimizer, ids, autocast, Hooks(mark=tracker.mark))
+    train_step(model, optimizer, ids, autocast_context(spec.precision, compute, device_type), Hooks(mark=tracker.mark))
     tracker.relabel([t for s in optimizer.state.values() for t in s.values() if isinstance(t, torch.Tensor)], Category.OPTIMIZER)
     tracker.reset_peak()
     grads = {}
