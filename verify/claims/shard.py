@@ -37,17 +37,18 @@ def gpu_count_table(models=TABLE_MODELS, gpu_sizes=GPU_SIZES_GB, confirm=(HEADLI
     """Smallest N that fits each GPU size, training and inference, for each model: measured (one
     fake-process-group run per model and mode at `reference_n`, the exact persistent part carried to
     other N; the (model, GPU) pairs in `confirm` measured at the answer and one below), beside the
-    T6 rule and DeepSpeed's ZeRO-2/ZeRO-3 estimators. Returns {"rows": [...], "references": {...}}."""
+    T6 rule and DeepSpeed's ZeRO-2/ZeRO-3 estimators. Returns {"rows": [...], "references": {...} (per-rank
+    figures of the measured runs), "results": {...} (those runs' whole results)}."""
     from verify.measure.shard import ShardSpec, measure_shard, min_world_size, model_facts
 
-    rows, references = [], {}
+    rows, references, results = [], {}, {}
     for model in models:
         facts = model_facts(model)
         P, largest = facts["total_params"], facts["largest_layer_params"]
         refs = {}
         for fields in (TRAIN, INFER):
             ref = measure_shard(ShardSpec(model=model, world_size=reference_n, **fields))
-            refs[fields["mode"]] = ref
+            refs[fields["mode"]] = results[f"{model}/{fields['mode']}"] = ref
             references[f"{model}/{fields['mode']}"] = {"world_size": reference_n, **{
                 k: v for k, v in ref["per_rank"].items() if k not in ("segments", "grad_order")}}
         for gpu_gb in gpu_sizes:
@@ -71,7 +72,7 @@ def gpu_count_table(models=TABLE_MODELS, gpu_sizes=GPU_SIZES_GB, confirm=(HEADLI
             w, kv = _weights_bytes(refs["infer"]), refs["infer"]["per_rank"]["kv_cache_bytes"]
             row["weights_split_plus_kv_infer"] = F.smallest_fitting(lambda n: -(-w // n) + kv, gpu_bytes)
             rows.append(row)
-    return {"rows": rows, "references": references}
+    return {"rows": rows, "references": references, "results": results}
 
 
 def _weights_bytes(infer_result: dict) -> int:
@@ -84,15 +85,15 @@ def _weights_bytes(infer_result: dict) -> int:
 
 @check("T6", "fake")
 def t6():
-    from verify.measure.shard import ShardSpec, min_world_size
+    from verify.measure.shard import ShardSpec, extrapolated_peak, min_world_size, model_facts
 
     model, gpu_gb = HEADLINE
     table = gpu_count_table()
     rows = table["rows"]
     head = next(r for r in rows if r["model"] == model and r["gpu_gb"] == gpu_gb)
     measured = head["measured_train"]
-    ref = table["references"][f"{model}/train"]
-    not_divided = ref["peak_bytes"] - ref["params_bytes"] - ref["optimizer_bytes"]
+    # what a rank holds that no N divides: the peak carried to a world so large that every shard is one row
+    not_divided = extrapolated_peak(table["results"][f"{model}/train"], model_facts(model)["param_shapes"], 1 << 20)
     rule = F.t6_training_gpus(head["params"], gpu_gb)
     variants = {}
     for label, fields in VARIANTS.items():
@@ -106,8 +107,9 @@ def t6():
     never = sorted({f"{r['model']} on {r['gpu_gb']} GB" for r in rows if r["measured_train"] is None})
     explanation = (
         f"Under FSDP2 (bf16 compute on fp32 master weights, AdamW, batch {TRAIN['batch']} × seq {TRAIN['seq']} per rank, "
-        f"layers checkpointed) {model} needs {measured} GPUs of {gpu_gb} GB (measured at {measured}"
-        + (f" and {measured - 1}" if measured and measured > 1 else "") + "): the model state divides by N "
+        f"layers checkpointed) {model} needs {measured} GPUs of {gpu_gb} GB ("
+        + (f"measured at {measured}" + (f" and {measured - 1}" if measured > 1 else "") if head["measured_train_confirmed"]
+           else f"carried from the run at N = {REFERENCE_N}, not confirmed") + "): the model state divides by N "
         f"(16 bytes/parameter: fp32 weight, fp32 gradient, Adam m and v) while each rank keeps "
         f"{fmt_bytes(not_divided)} for its own micro-batch (checkpointed activations, logits, gathered layers and "
         f"their unsharded gradients) that no N divides; the rule has no batch, sequence or checkpointing term, so it "
