@@ -1,16 +1,12 @@
-"""Sweeps of fake-backend runs that feed the ledger (B2, B5, T1-T5, I1-I4) and the predictor:
-activations against S (eager vs SDPA), B, L and h; checkpointing on and off; generation peak
-against training peak. Each returns data (lists of dicts of ints), never prints.
+"""Helpers for the sweeps of fake-backend runs that feed the ledger (verify/claims/memory.py: B2,
+B5, T1-T5, I1-I4) and the predictor's tests: one run with config fields overridden (L, h, V,
+dropout), the bytes of materialized weights, and the differences that tell linear from quadratic
+growth. Each returns data, never prints.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
 from verify.measure.memory import MemoryResult, MemorySpec
-
-FIELDS = ("params_bytes", "grads_bytes", "optimizer_bytes", "activations_bytes", "kv_cache_bytes", "transient_bytes",
-          "peak_bytes", "buffers_bytes")
 
 
 def config_with(model: str, **overrides):
@@ -31,21 +27,6 @@ def measure(spec: MemorySpec, **overrides) -> MemoryResult:
     from verify.measure.fake import run
 
     return run(spec, device="fake", config=config_with(spec.model, **overrides) if overrides else None)
-
-
-def row(result: MemoryResult, **keys) -> dict:
-    """The categories of a result as a flat dict, with the swept values in front."""
-    return {**keys, **{f: getattr(result, f) for f in FIELDS}, "peak_phase": result.peak_phase}
-
-
-def over(spec: MemorySpec, field: str, values, **overrides) -> list[dict]:
-    """Vary one MemorySpec field (batch, seq, attn, checkpointing, dtype, ...)."""
-    return [row(measure(dataclasses.replace(spec, **{field: v}), **overrides), **{field: v}) for v in values]
-
-
-def over_config(spec: MemorySpec, field: str, values) -> list[dict]:
-    """Vary one config field (num_hidden_layers, hidden_size, ...) of the spec's model."""
-    return [row(measure(spec, **{field: v}), **{field: v}) for v in values]
 
 
 def weights_bytes(model: str, dtype: str, **overrides) -> int:

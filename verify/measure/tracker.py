@@ -27,10 +27,6 @@ from verify.measure.memory import Category
 BUFFERS = "buffers"  # module buffers (RoPE inv_freq, masks): not parameters, still memory
 
 
-def _storage(t: torch.Tensor):
-    return t.untyped_storage()
-
-
 class Tracker(TorchDispatchMode):
     """Count bytes of live storages by category; use as a context manager around the work."""
 
@@ -87,7 +83,7 @@ class Tracker(TorchDispatchMode):
         for t in tree_leaves(tensors):
             if not isinstance(t, torch.Tensor):
                 continue
-            st = _storage(t)
+            st = t.untyped_storage()
             entry = self.live.get(st._cdata)
             if entry is None:
                 self._new(st, cat)
