@@ -223,3 +223,23 @@ def test_shard_sweep_rows_plot_one_line_per_strategy(tmp_path):
     assert len({r["peak_bytes"] for r in rows if r["strategy"] == "ddp"}) == 1
     png = plot_per_gpu_memory(rows, tmp_path / "shard.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_gpu_count_table_puts_the_rule_deepspeed_and_the_measured_n_side_by_side():
+    """On a tiny model and GPU sizes of a few hundred kB: each row has the rule's count, both
+    DeepSpeed estimates and the measured smallest N for training and inference; the confirmed
+    pair was measured at N (fits) and N - 1 (does not)."""
+    from verify.claims.shard import INFER, TRAIN, gpu_count_table
+
+    sizes = (0.0009, 0.004)  # GB
+    table = gpu_count_table(models=("tiny-llama",), gpu_sizes=sizes, confirm=(("tiny-llama", 0.0009),),
+                            train=dict(TRAIN, seq=64), infer=dict(INFER, seq=64))
+    rows = {r["gpu_gb"]: r for r in table["rows"]}
+    assert set(rows) == set(sizes)
+    for r in rows.values():
+        for k in ("rule_train_ceil", "rule_infer_ceil", "deepspeed_zero2", "deepspeed_zero3", "measured_train", "measured_infer"):
+            assert k in r
+    small = rows[0.0009]
+    n, peaks = small["measured_train"], {int(k): v for k, v in small["measured_train_peaks"].items()}
+    assert small["measured_train_confirmed"] and peaks[n] <= 0.0009e9 and (n == 1 or peaks[n - 1] > 0.0009e9)
+    assert rows[0.004]["measured_train"] <= n
