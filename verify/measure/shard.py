@@ -573,16 +573,19 @@ def min_world_size(spec: ShardSpec, reference_n: int = 2, max_n: int = 1024, con
 
 def shard_sweep(model: str, strategies=STRATEGIES, world_sizes=(1, 2, 4, 8, 16, 32, 64, 128), reference_n: int = 2, **spec_fields) -> list[dict]:
     """Per-rank peak against N, one measured run per strategy at `reference_n`, the exact
-    persistent part extrapolated to the other N. Rows: model, strategy, world_size,
-    peak_bytes, persistent_bytes, measured (True only for the measured point)."""
-    shapes = model_facts(model)["param_shapes"]
+    persistent part extrapolated to the other N (`extrapolated_peak`). Rows: model, strategy,
+    world_size, mode, total_params, batch, seq, checkpointing, peak_bytes, persistent_bytes,
+    measured (True only for the measured point). `spec_fields`: other ShardSpec fields (seq, batch, checkpointing, ...)."""
+    facts = model_facts(model)
+    shapes = facts["param_shapes"]
     rows = []
     for strategy in strategies:
         spec = ShardSpec(model=model, world_size=reference_n, strategy=strategy, **spec_fields)
         ref = measure_shard(spec)
         for n in world_sizes:
             rows.append({
-                "model": model, "strategy": strategy, "world_size": n, "mode": spec.mode,
+                "model": model, "strategy": strategy, "world_size": n, "mode": spec.mode, "total_params": facts["total_params"],
+                "batch": spec.batch, "seq": spec.seq, "checkpointing": spec.checkpointing,
                 "peak_bytes": ref["per_rank"]["peak_bytes"] if n == reference_n else extrapolated_peak(ref, shapes, n),
                 "persistent_bytes": sum(closed_form_persistent(spec, shapes, n).values()), "measured": n == reference_n,
             })
