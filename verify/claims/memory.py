@@ -315,8 +315,8 @@ def i1():
     return judge(
         "I1", predicted=4 * model_bytes, measured=r.peak_bytes, unit="bytes", tolerance=ACT_TOL, loose=ACT_LOOSE,
         explanation=(f"GPT-2 fp32 ({gb(model_bytes)} of weights): a training step with AdamW peaks at "
-                     f"{min(train_ratios)}–{max(train_ratios)} × the model (the weights, grads and Adam state alone are 4×, "
-                     f"plus foreach temporaries and activations), generation at {min(gen_ratios)}–{max(gen_ratios)} ×; "
+                     f"{min(train_ratios):.1f}–{max(train_ratios):.1f} × the model (the weights, grads and Adam state alone are 4×, "
+                     f"plus foreach temporaries and activations), generation at {min(gen_ratios):.1f}–{max(gen_ratios):.1f} ×; "
                      "neither multiple is a constant: both grow with batch and sequence"),
         corrected="verify.predict: training peak = max(start of backward: 16N + activations(B, S) + 8nV, foreach "
                   "step: 20N); generation: 4N + KV + logits",
@@ -338,7 +338,7 @@ def i2():
     return judge(
         "I2", predicted=bound, measured=ge.peak_bytes, unit="bytes", tolerance=None,
         verdict=Verdict.CONFIRMED if holds else Verdict.REFUTED,
-        explanation=(f"LLaMA-7B bf16 B=1 S=2048: generation peaks at {gb(ge.peak_bytes)}, "
+        explanation=(f"Holds for AdamW, not in general. LLaMA-7B bf16 B=1 S=2048: generation peaks at {gb(ge.peak_bytes)}, "
                      f"{ge.peak_bytes / tr.peak_bytes:.3f} of the AdamW training peak {gb(tr.peak_bytes)}; the bound holds "
                      f"because AdamW's state and foreach step make training ≥ 5× the weights, but with SGD at S=512 "
                      f"the ratio is {gen512.peak_bytes / sgd.peak_bytes:.3f}"),
