@@ -395,13 +395,11 @@ def run_rank(spec: ShardSpec, mesh, device: str, fake_mode=None) -> dict:
                 after_forward()
                 seen["activations"] -= seen["kv_cache"]
 
-            def after_token(cache):
-                seen["kv_cache"] = _storage_bytes(steps.cache_tensors(cache))
-
-            hooks = steps.Hooks(mark=mark, after_prefill=after_prefill, after_token=after_token)
+            hooks = steps.Hooks(mark=mark, after_prefill=after_prefill)
             with tracker.tracking():
                 steps.generate_greedy(model, ids, new_tokens=1, hooks=hooks)  # the prefill: its peak is the one that counts
-    for phase in ("idle", "zero_grad"):  # after the step: nothing new, and the next step starts lower
+    after_step = ("idle", "zero_grad")  # after the step: nothing new, and the next step starts lower
+    for phase in after_step:
         tracker.phase_peaks.pop(phase, None)
     per_rank = {
         "params_bytes": seen["params"],
@@ -413,7 +411,8 @@ def run_rank(spec: ShardSpec, mesh, device: str, fake_mode=None) -> dict:
         "phase_peaks": dict(tracker.phase_peaks),
         # the profile extrapolated_peak reads: the peak of each stretch between phase changes and
         # gradient allocations, and the shapes of the parameters in the order their gradients came
-        "segments": tracker.segments([op for op, _ in seen.get("grad_allocs", [])]),
+        "segments": [seg for seg in tracker.segments([op for op, _ in seen.get("grad_allocs", [])])
+                     if seg["phase"] not in after_step],
         "grad_order": [shape for _, shape in seen.get("grad_allocs", [])],
     }
     persistent = per_rank["params_bytes"] + per_rank["grads_bytes"] + per_rank["optimizer_bytes"]
