@@ -9,9 +9,10 @@ transformers is given the answer a real run gets to a data-dependent mask questi
 (`CudaKernelChoices`: dropout masks, SDPA with dropout).
 
 Measured: the second training step (the first creates the optimizer state), or prefill plus
-new_tokens - 1 decode steps. Known differences from a CUDA run that remain: the CPU embedding
-backward's fp32 V×h buffer for half-precision weights, LayerNorm statistics kept in the input
-dtype (fp32 on CUDA), and no cuBLAS/flash workspaces (the allocator's own, outside tensors).
+new_tokens - 1 decode steps. Known differences from a CUDA run that remain: buffers allocated
+inside a kernel are not tensors the tracker sees (cuBLAS and flash workspaces, CUDA's
+embedding-backward partial sums), and LayerNorm's mean and 1/std are kept in the input dtype
+here (fp32 on CUDA: 2·n bytes more per LayerNorm in half precision).
 """
 
 from __future__ import annotations
@@ -129,8 +130,6 @@ class CudaKernelChoices(torch.overrides.TorchFunctionMode):
     - SDPA with dropout: on CPU it falls back to the math kernel, which keeps the a·S·S
       probabilities; CUDA's flash kernel applies dropout inside and keeps only its log-sum-exp
       and RNG state, the same tensors as without dropout.
-    Not emulated (documented gap): CUDA's embedding backward accumulates half-precision grads
-    without the fp32 V×h buffer the CPU kernel and the fake decomposition use.
     """
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
