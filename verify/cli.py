@@ -105,22 +105,18 @@ def cmd_params(args) -> int:
 # --- memory ---------------------------------------------------------------------------------
 
 
-def corrected_prediction(name: str, s, spec, result) -> dict:
+def corrected_prediction(spec, result) -> dict:
     """verify.predict's terms for this run, their totals, and each total's error against the run."""
-    from verify.build import build
-    from verify.configs import load_config
     from verify.formulas.params import total
-    from verify.predict import covered, predict
+    from verify.predict import covered, inputs_for, predict
 
-    config = load_config(name)
-    T = len(list(build(config, device="meta").parameters()))
-    dropout = tuple(getattr(config, k, 0.0) or 0.0 for k in ("embd_pdrop", "attn_pdrop", "resid_pdrop"))
-    terms = predict(s, spec, T, dropout)
+    shape_, T, dropout = inputs_for(spec.model)
+    terms = predict(shape_, spec, T, dropout)
     measured = {"params": result.params_bytes, "buffers": result.buffers_bytes, "grads": result.grads_bytes,
                 "optimizer": result.optimizer_bytes, "activations": result.activations_bytes,
                 "kv_cache": result.kv_cache_bytes, "peak": result.peak_bytes}
     return {
-        "not_covered": covered(s, spec),
+        "not_covered": covered(shape_, spec),
         "terms": terms,
         "totals": {k: {"predicted": total(v), "measured": measured.get(k), "rel_error": rel_error(total(v), measured.get(k))}
                    for k, v in terms.items()},
@@ -171,7 +167,7 @@ def cmd_memory(args) -> int:
     except (ValueError, RuntimeError):  # the other mode may not run here (OOM on a GPU, a mode the model lacks)
         companion = None
     out = {**result.as_dict(), "predictions": seed_predictions(s, spec, result, companion),
-           "corrected": corrected_prediction(args.model, s, spec, result)}
+           "corrected": corrected_prediction(spec, result)}
     if companion is not None:
         out["companion"] = {k: v for k, v in companion.as_dict().items() if k.endswith("_bytes") or k == "spec"}
     if args.json:

@@ -250,3 +250,21 @@ def predict(s, spec, T: int, dropout: tuple[float, float, float] = (0.1, 0.1, 0.
         T_kv = M.cached_positions(S, spec.new_tokens)
         out["kv_cache"] = M.kv_cache(s.L, B, T_kv, s.kv_heads, s.head_dim, p)
     return out
+
+
+def inputs_for(model: str) -> tuple:
+    """(Shape, T parameter tensors, GPT-2 dropout probabilities) of a bundled model or config path:
+    what `predict` needs besides the spec. T comes from a meta build (no memory)."""
+    from verify.build import build
+    from verify.configs import load_config, shape
+
+    config = load_config(model)
+    T = len(list(build(config, device="meta").parameters()))
+    dropout = tuple(getattr(config, k, 0.0) or 0.0 for k in ("embd_pdrop", "attn_pdrop", "resid_pdrop"))
+    return shape(config), T, dropout
+
+
+def prediction_for(spec) -> dict[str, dict[str, int]]:
+    """`predict` for a MemorySpec, its inputs gathered from spec.model."""
+    s, T, dropout = inputs_for(spec.model)
+    return predict(s, spec, T, dropout)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from verify.units import fmt_bytes, fmt_count, fmt_rel
+from verify.units import fmt_bytes, fmt_count, fmt_rel, rel_error
 
 
 def _bytes_rows(d: dict) -> list[tuple[str, str, str, str]]:
@@ -233,4 +233,49 @@ def write(out_dir=None, backend: str = "auto", only: str | None = None, fresh: b
                                                     indent=2, default=str) + "\n")
     (out_dir / "CLAIMS.md").write_text(claims_markdown(claims, hw, command, backend, [p.name for p in pngs]))
     written += [out_dir / "CLAIMS.md", out_dir / "claims.json", jsonl, *pngs]
+    if hw["gpu"] and backend in ("auto", "cuda") and not only:
+        written.append(write_gpu_results(out_dir, hw, command, fresh, progress))
     return written
+
+
+def gpu_summary(rows: list[dict]) -> dict:
+    """Worst and median |predicted - measured| / measured of the corrected predictor, and of the
+    fake backend against CUDA, over the runs that have both figures."""
+    import statistics
+
+    def errors(key: str) -> list[float]:
+        return [abs(rel_error(r[key], r["measured_peak_bytes"])) for r in rows
+                if r.get("status") == "ok" and r.get(key) is not None and r.get("measured_peak_bytes")]
+
+    out = {"runs": len(rows), "ok": sum(r.get("status") == "ok" for r in rows), "oom": sum(r.get("status") == "oom" for r in rows)}
+    for key, label in (("predicted_peak_bytes", "predictor"), ("fake_peak_bytes", "fake")):
+        e = errors(key)
+        out[label] = {"compared": len(e), "worst_rel_error": max(e) if e else None,
+                      "median_rel_error": statistics.median(e) if e else None}
+    out["targets"] = {"predictor worst": 0.02, "predictor median": 0.01, "fake vs cuda": 0.02}
+    return out
+
+
+def write_gpu_results(out_dir, hw: dict, command: str, fresh: bool, progress=None):
+    """Run the GPU sweep (verify.measure.cuda.GPU_RUNS) and write results.json: hardware, every run
+    with measured (CUDA), fake and predicted peaks, and the summary against the targets."""
+    import json
+
+    from verify.measure import cuda
+
+    jsonl = out_dir / "gpu_runs.jsonl"
+    if fresh and jsonl.exists():
+        jsonl.unlink()
+
+    def show(i, n, row):
+        if progress:
+            print(f"[gpu {i}/{n}] {row['name']}: {row.get('status')} peak {fmt_bytes(row.get('measured_peak_bytes'), 'GB')}",
+                  file=__import__("sys").stderr, flush=True)
+
+    rows = cuda.sweep(jsonl, progress=show)
+    weights = [cuda.weights_on_gpu(*w) for w in cuda.WEIGHT_RUNS]
+    path = out_dir / "results.json"
+    path.write_text(json.dumps({"hardware": hw, "command": command, "summary": gpu_summary(rows), "runs": rows,
+                                "weights": weights},
+                               indent=2, default=str) + "\n")
+    return path

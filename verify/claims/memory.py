@@ -7,10 +7,11 @@ Small and mid shapes where a claim's point holds at any size; LLaMA-7B where the
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 from functools import lru_cache
 
-from verify.claims import Verdict, check, judge
+from verify.claims import CHECKS, Verdict, check, judge
 from verify.configs import load_config, shape
 from verify.formulas import memory as M
 from verify.formulas.params import exact, total
@@ -21,10 +22,20 @@ ACT_TOL, ACT_LOOSE = 0.10, 0.25  # activations and peaks: CONFIRMED within 10 %,
 SIZE_TOL, SIZE_LOOSE = 0.05, 0.15  # round "7B -> 28 GB"-style figures
 
 
-@lru_cache(maxsize=None)
-def run(spec: MemorySpec) -> MemoryResult:
-    from verify.measure.sweeps import measure
+BACKEND = contextvars.ContextVar("memory_backend", default="fake")  # which backend `run` measures on
 
+
+def run(spec: MemorySpec) -> MemoryResult:
+    """`spec` measured on the backend the running check is registered for (fake, or cuda)."""
+    return _run(dataclasses.replace(spec, backend=BACKEND.get()))
+
+
+@lru_cache(maxsize=None)
+def _run(spec: MemorySpec) -> MemoryResult:
+    if spec.backend == "cuda":
+        from verify.measure.cuda import measure
+    else:
+        from verify.measure.sweeps import measure
     return measure(spec)
 
 
@@ -40,12 +51,9 @@ def model_facts(name: str) -> tuple:
 
 def corrected(spec: MemorySpec) -> dict[str, dict[str, int]]:
     """verify.predict's terms for `spec` (dropout probabilities from the model's config)."""
-    from verify.predict import predict
+    from verify.predict import prediction_for
 
-    s, _, T = model_facts(spec.model)
-    config = load_config(spec.model)
-    dropout = tuple(getattr(config, k, 0.0) or 0.0 for k in ("embd_pdrop", "attn_pdrop", "resid_pdrop"))
-    return predict(s, spec, T, dropout)
+    return prediction_for(spec)
 
 
 def cmd(spec: MemorySpec) -> str:
@@ -395,3 +403,28 @@ def i4():
                      "(2·L·b·s·h·p) would overstate Llama-3-8B's cache 4×"),
         evidence=rows, backend="fake", command=cmd(spec),
     )
+
+
+# --- the same checks on a GPU ---------------------------------------------------------------
+
+ON_CUDA = ("T1", "T2", "T3", "T4", "T5", "I1", "I2", "I3", "I4")  # every run goes through `run`
+
+
+def on_cuda(fake_check):
+    """The check `fake_check` with every run measured by the cuda backend instead."""
+
+    def cuda_check():
+        token = BACKEND.set("cuda")
+        try:
+            claim = fake_check()
+        finally:
+            BACKEND.reset(token)
+        claim.backend = "cuda"
+        claim.command = claim.command.replace("--backend fake", "--backend cuda")
+        return claim
+
+    return cuda_check
+
+
+for _id in ON_CUDA:
+    check(_id, "cuda")(on_cuda(CHECKS[_id]["fake"]))
