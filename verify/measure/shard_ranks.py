@@ -3,7 +3,8 @@
     torchrun --nproc-per-node 1 -m verify.measure.shard_ranks MODEL --strategy zero3 --device cuda --out ranks.json
 
 Each rank runs `run_rank` (the very function the fake backend runs) on real tensors: NCCL and
-the rank's GPU with --device cuda, gloo and the CPU with --device cpu. Rank 0 writes one JSON
+the rank's GPU with --device cuda, gloo and the CPU with --device cpu; the optimizer steps the
+DTensors themselves (the fake backend's LocalShardStep shortcut is not used here). Rank 0 writes one JSON
 object: the spec, its per-rank bytes (the tracker's figures, as on the fake backend) and, on CUDA,
 `cuda_peak_bytes` = torch.cuda.max_memory_allocated during the step less what was allocated
 before it was built. Compare with `python -m verify shard MODEL --world-size N ... --json`.
