@@ -25,6 +25,8 @@ PUBLISHED_EXACT = {
     "qwen2-0.5b": 494_032_768,
     "mixtral-8x7b": 46_702_792_704,
     "bloom-7b1": 7_069_016_064,
+    "llama3-70b": 70_553_706_496,
+    "llama3-405b": 405_853_388_800,
 }
 # Shaped configs whose totals are published only rounded: (rounded total, relative tolerance).
 PUBLISHED_ROUNDED = {"gpt3-175b": (175e9, 0.005), "grok-1": (314e9, 0.01)}

@@ -216,7 +216,7 @@ def test_shard_sweep_rows_plot_one_line_per_strategy(tmp_path):
     """shard_sweep measures each strategy once (the row at the reference N is marked measured)
     and carries it to the other N; DDP's rows are flat; the plot is written as a PNG."""
     from verify.measure.shard import shard_sweep
-    from verify.plots_shard import plot_per_gpu_memory
+    from verify.plots import plot_per_gpu_memory
 
     rows = shard_sweep("tiny-llama", world_sizes=(1, 4, 16), reference_n=4, seq=32)
     assert {(r["strategy"], r["world_size"]) for r in rows} == {(s, n) for s in ("ddp", "fsdp", "zero2", "zero3") for n in (1, 4, 16)}

@@ -13,6 +13,10 @@ def _bytes_rows(d: dict) -> list[tuple[str, str, str, str]]:
     ]
 
 
+def _b(n) -> str:
+    return "-" if n is None else f"{n:,.0f}"
+
+
 def memory_table(out: dict) -> str:
     """`verify memory` output (MemoryResult dict + "predictions") as text tables."""
     from tabulate import tabulate
@@ -25,10 +29,17 @@ def memory_table(out: dict) -> str:
                                headers=["phase", "peak bytes", "GB"], colalign=("left", "right", "right"))]
     preds = out.get("predictions") or {}
     if preds:
-        rows = [(name, p.get("claim", ""), fmt_bytes(p.get("predicted"), "GB"), fmt_bytes(p.get("measured"), "GB"), fmt_rel(p.get("rel_error")))
+        rows = [(name, p.get("claim", ""), _b(p.get("predicted")), _b(p.get("measured")), fmt_rel(p.get("rel_error")))
                 for name, p in preds.items()]
-        parts += ["", tabulate(rows, headers=["seed prediction", "claim", "predicted GB", "measured GB", "error"],
+        parts += ["", tabulate(rows, headers=["seed prediction", "claim", "predicted bytes", "measured bytes", "error"],
                                colalign=("left", "left", "right", "right", "right"))]
+    corrected = out.get("corrected") or {}
+    if corrected.get("totals"):
+        rows = [(k, _b(t["predicted"]), _b(t["measured"]), fmt_rel(t["rel_error"])) for k, t in corrected["totals"].items()]
+        parts += ["", tabulate(rows, headers=["corrected predictor (verify/predict.py)", "predicted bytes", "measured bytes", "error"],
+                               colalign=("left", "right", "right", "right"))]
+        if corrected.get("not_covered"):
+            parts.append(f"not predicted here: {corrected['not_covered']}")
     return "\n".join(parts)
 
 

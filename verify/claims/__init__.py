@@ -3,9 +3,9 @@
 A check is a function registered with `@check(id, backend)` that measures and returns
 `judge(...)`. Checks live in one module per group of backends/owners:
   params.py   P1-P13         (meta-device introspection)
-  memory.py   B2 B5 T1-T5 I1-I4 Q1 (fake tensors; cuda where a GPU is present)
+  memory.py   B2 B5 T1-T5 I1-I4 (fake tensors; T1-T4 and I1-I4 also on cuda where a GPU is present)
   shard.py    T6             (FSDP2 on a fake process group)
-  other.py    N1 B1 B3 B4 B6 S1-S4 L1-L3 A1 T7 P14 (real CPU runs and arithmetic)
+  other.py    N1 B1 B3 B4 B6 S1-S4 L1-L3 A1 T7 Q1 P14 (real CPU runs, meta storage, arithmetic)
 The ledger (ledger.py) picks, per id, the best backend allowed and available.
 """
 

@@ -57,7 +57,7 @@ CATALOG: tuple[Entry, ...] = (
     Entry("I2", "I", "003", "inference needs at most 1/4 of training memory", "fake"),
     Entry("I3", "I", "003", "inference memory is weights only: 7B → 28/14/7 GB", "fake"),
     Entry("I4", "I", "-", "KV cache = 2 · L · b · s · n_kv_heads · head_dim · bytes (the seeds omit it)", "fake"),
-    Entry("Q1", "I", "003", "13B-int8 is \"generally better\" than 7B-bf16", "fake"),
+    Entry("Q1", "I", "003", "13B-int8 is \"generally better\" than 7B-bf16", "meta"),
     Entry("S1", "S", "003", "temperature divides the logits; higher T flattens, T = 0.8 sharpens", "cpu"),
     Entry("S2", "S", "003", "Top-K keeps the K most likely tokens", "cpu"),
     Entry("S3", "S", "003", "Top-P keeps the smallest set whose cumulative probability reaches P; P = 1 keeps all, P = 0 is greedy", "cpu"),
