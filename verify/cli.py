@@ -140,14 +140,12 @@ def cmd_memory(args) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from None
     if spec.backend == "cuda":
-        import torch
+        from verify.measure.cuda import measure, require_cuda
 
-        if not torch.cuda.is_available():
-            raise UsageError("--backend cuda needs a CUDA GPU and none is visible; use --backend fake")
         try:
-            from verify.measure.cuda import measure
-        except ImportError:
-            raise UsageError("the cuda backend (verify/measure/cuda.py) is not installed here; use --backend fake") from None
+            require_cuda()
+        except ValueError as e:
+            raise UsageError(str(e)) from None
     else:
         from verify.measure.fake import measure
     # I2 compares generation with training: the other mode, same model, dtype, batch and prompt
