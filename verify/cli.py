@@ -245,7 +245,12 @@ def cmd_report(args) -> int:
     from pathlib import Path
 
     from verify import report
+    from verify.claims.ledger import cuda_available
 
+    if args.backend == "auto" and not args.quiet:
+        print("CUDA GPU visible: running every backend (cuda, fake, cpu, meta)" if cuda_available() else
+              "no CUDA GPU visible: running the CPU backends (meta, fake, cpu); the GPU runs and results.json need a GPU",
+              file=sys.stderr, flush=True)
     try:
         paths = report.write(out_dir=Path(args.out) if args.out else None, backend=args.backend, only=args.only,
                              fresh=args.fresh, progress=None if args.quiet else _progress, command="python -m verify " + " ".join(sys.argv[1:]))
