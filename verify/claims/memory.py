@@ -12,7 +12,7 @@ import dataclasses
 from functools import lru_cache
 
 from verify.claims import CHECKS, Verdict, check, judge
-from verify.configs import load_config, shape
+from verify.configs import shape
 from verify.formulas import memory as M
 from verify.formulas.params import exact, total
 from verify.measure.memory import MemoryResult, MemorySpec
@@ -42,11 +42,10 @@ def _run(spec: MemorySpec) -> MemoryResult:
 @lru_cache(maxsize=None)
 def model_facts(name: str) -> tuple:
     """(Shape, N by the closed form, T parameter tensors by introspection on meta)."""
-    from verify.build import build
+    from verify.predict import inputs_for
 
-    config = load_config(name)
-    s = shape(config)
-    return s, total(exact(s)), len(list(build(config, device="meta").parameters()))
+    s, T, _ = inputs_for(name)
+    return s, total(exact(s)), T
 
 
 def corrected(spec: MemorySpec) -> dict[str, dict[str, int]]:

@@ -73,17 +73,32 @@ class MemoryResult:
         return asdict(self)
 
 
+def common_checks(spec) -> list[tuple[bool, str]]:
+    """(ok, message) checks of the fields MemorySpec and ShardSpec share: dtype, precision,
+    optimizer, batch, seq."""
+    return [
+        (spec.dtype in DTYPE_NAMES, f"dtype {spec.dtype!r} is not one of {', '.join(DTYPE_NAMES)}"),
+        (spec.precision in PRECISIONS, f"precision {spec.precision!r} is not one of {', '.join(PRECISIONS)}"),
+        (spec.optimizer in OPTIMIZERS, f"optimizer {spec.optimizer!r} is not one of {', '.join(OPTIMIZERS)}"),
+        (spec.batch > 0, f"batch must be positive, got {spec.batch}"),
+        (spec.seq > 0, f"seq must be positive, got {spec.seq}"),
+    ]
+
+
+def raise_first(checks: list[tuple[bool, str]]) -> None:
+    """Raise ValueError with the message of the first failed (ok, message) check."""
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
+
+
 def validate(spec: MemorySpec, shape) -> None:
     """Raise ValueError with one clear line for a spec that cannot or should not run."""
     checks = [
         (spec.mode in MODES, f"mode {spec.mode!r} is not one of {', '.join(MODES)}"),
         (spec.backend in BACKENDS, f"backend {spec.backend!r} is not one of {', '.join(BACKENDS)}"),
-        (spec.dtype in DTYPE_NAMES, f"dtype {spec.dtype!r} is not one of {', '.join(DTYPE_NAMES)}"),
-        (spec.precision in PRECISIONS, f"precision {spec.precision!r} is not one of {', '.join(PRECISIONS)}"),
-        (spec.optimizer in OPTIMIZERS, f"optimizer {spec.optimizer!r} is not one of {', '.join(OPTIMIZERS)}"),
+        *common_checks(spec),
         (spec.attn in ATTNS, f"attention {spec.attn!r} is not one of {', '.join(ATTNS)}"),
-        (spec.batch > 0, f"batch must be positive, got {spec.batch}"),
-        (spec.seq > 0, f"seq must be positive, got {spec.seq}"),
         (spec.new_tokens >= 0, f"new-tokens must be zero or positive, got {spec.new_tokens}"),
         (
             not (spec.precision == "mixed" and spec.dtype == "fp32"),
@@ -95,9 +110,7 @@ def validate(spec: MemorySpec, shape) -> None:
             "--checkpointing and --precision mixed apply to training only (--mode train)",
         ),
     ]
-    for ok, message in checks:
-        if not ok:
-            raise ValueError(message)
+    raise_first(checks)
     total = spec.seq + (spec.new_tokens if spec.mode == "generate" else 0)
     if shape.max_positions and total > shape.max_positions:
         raise ValueError(

@@ -39,11 +39,10 @@ import weakref
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
-from verify.measure.memory import DTYPE_NAMES, OPTIMIZERS
+from verify.measure.memory import common_checks, raise_first
 
 STRATEGIES = ("ddp", "fsdp", "zero2", "zero3")
 MODES = ("train", "infer")
-PRECISIONS = ("mixed", "pure")
 MAX_WORLD_SIZE = 1 << 20  # far beyond any real cluster; keeps a typo from building a billion ranks
 GB = 10**9
 
@@ -75,17 +74,11 @@ def validate_shard(spec: ShardSpec, shape) -> None:
          f"world size must be a positive integer up to {MAX_WORLD_SIZE}, got {spec.world_size}"),
         (spec.strategy in STRATEGIES, f"strategy {spec.strategy!r} is not one of {', '.join(STRATEGIES)}"),
         (spec.mode in MODES, f"mode {spec.mode!r} is not one of {', '.join(MODES)}"),
-        (spec.dtype in DTYPE_NAMES, f"dtype {spec.dtype!r} is not one of {', '.join(DTYPE_NAMES)}"),
-        (spec.precision in PRECISIONS, f"precision {spec.precision!r} is not one of {', '.join(PRECISIONS)}"),
-        (spec.optimizer in OPTIMIZERS, f"optimizer {spec.optimizer!r} is not one of {', '.join(OPTIMIZERS)}"),
-        (spec.batch > 0, f"batch must be positive, got {spec.batch}"),
-        (spec.seq > 0, f"seq must be positive, got {spec.seq}"),
+        *common_checks(spec),
         (spec.gpu_gb > 0 and math.isfinite(spec.gpu_gb), f"GPU size must be a positive number of GB, got {spec.gpu_gb}"),
         (not (spec.checkpointing and spec.mode != "train"), "--checkpointing applies to training only (--mode train)"),
     ]
-    for ok, message in checks:
-        if not ok:
-            raise ValueError(message)
+    raise_first(checks)
     if shape.max_positions and spec.seq > shape.max_positions:
         raise ValueError(f"{shape.name} accepts at most {shape.max_positions} positions; got seq {spec.seq}")
 

@@ -18,8 +18,8 @@ import os
 import sys
 from pathlib import Path
 
-from verify.measure.memory import DTYPE_NAMES, OPTIMIZERS
-from verify.measure.shard import MODES, PRECISIONS, STRATEGIES, ShardSpec, run_rank, validate_shard
+from verify.measure.memory import DTYPE_NAMES, OPTIMIZERS, PRECISIONS
+from verify.measure.shard import MODES, STRATEGIES, ShardSpec, run_rank, validate_shard
 
 
 def main(argv: list[str] | None = None) -> int:
