@@ -17,7 +17,7 @@ def test_params_json_has_an_int_total_and_the_breakdowns(capsys):
     assert sum(out["by_kind"].values()) == out["total"]
     claims = {c["claim"] for c in out["formulas"]["components"]}
     assert claims == {"P1", "P2", "P3", "P4", "P5", "P6"}
-    exact = [t for t in out["formulas"]["totals"] if t["formula"] == "exact closed form"][0]
+    exact = [t for t in out["formulas"]["totals"] if t["formula"].startswith("closed form")][0]
     assert exact["predicted"] == out["total"] and exact["rel_error"] == 0
 
 
@@ -51,6 +51,14 @@ def test_bad_input_prints_one_line_and_exits_2(capsys, argv, needle):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1
+
+
+def test_a_config_without_a_causal_lm_class_is_one_line_and_exit_2(tmp_path, capsys):
+    """T5 is an encoder-decoder: transformers knows it but has no causal-LM class for it."""
+    (tmp_path / "config.json").write_text('{"model_type": "t5"}')
+    assert main(["params", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no causal-LM class" in err and len(err.splitlines()) == 1
 
 
 def test_python_dash_m_verify_runs_as_a_program():

@@ -37,6 +37,11 @@ def build(config, device: str = "meta", dtype: torch.dtype = torch.float32, attn
     on = {"meta": "meta", "fake": "meta", "cpu": "cpu", "cuda": "cuda"}.get(device)
     if on is None:
         raise ValueError(f"unknown device {device!r}; choose meta, fake, cpu or cuda")
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise ValueError(f"{config.name_or_path}: transformers has no causal-LM class for model_type "
+                         f"{config.model_type!r} (this tool builds decoder language models: llama, gpt2, mixtral, ...)")
     with torch.device(on):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn)
     if device == "fake":

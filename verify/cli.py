@@ -36,7 +36,10 @@ def params_report(name: str) -> dict:
     from verify.measure.params import count
 
     config, s = _model(name)
-    pc = count(build(config, device="meta"))
+    try:
+        pc = count(build(config, device="meta"))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     comp = pc.by_component
     per_term = [  # (component, measured, seed term, seed's formula, claim)
         ("attention", comp.get("attention", 0), F.total(F.attention_4h2(s.h)) * s.L, "L·4h²", "P1"),
@@ -51,7 +54,7 @@ def params_report(name: str) -> dict:
     totals = [
         ("12Lh²+Vh", F.total(F.total_approx(s.L, s.h, s.V)), "P7"),
         ("L(12h²+4h)+Vh+2h", F.total(F.total_full(s.L, s.h, s.V)), "P7"),
-        ("exact closed form", F.total(F.exact(s)), "-"),
+        ("closed form (formulas.params.exact)", F.total(F.exact(s)), "-"),
     ]
     return {
         "model": s.name,
