@@ -8,6 +8,16 @@ from pathlib import Path
 SHARD_PLOT_MODEL = "llama3-8b"  # T6's headline model ("Llama3 7B" does not exist)
 
 
+def _save(plt, fig, path: Path, dpi: int = 110) -> Path:
+    """Lay out, write the PNG, and free the figure."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def _pyplot():
     import matplotlib
 
@@ -33,10 +43,7 @@ def param_formula_errors(rows: list[dict], path: Path) -> Path:
     ax.set_xlabel("(formula − measured) / measured  [%]   (exact closed form: 0 for every model)")
     ax.set_title("P7: seed parameter formulas against the counted module (meta device)")
     ax.legend(loc="lower left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def model_state_stacked(t1_evidence: dict, path: Path) -> Path:
@@ -57,10 +64,7 @@ def model_state_stacked(t1_evidence: dict, path: Path) -> Path:
     ax.set_ylabel("GB (10^9 bytes)")
     ax.set_title(f"T1: model state of {t1_evidence['model']} ({t1_evidence['N'] / 1e9:.2f}B params), measured on fake tensors")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def activations_vs_seq(t5_evidence: dict, shape, dtype_bytes: int, path: Path) -> Path:
@@ -88,10 +92,7 @@ def activations_vs_seq(t5_evidence: dict, shape, dtype_bytes: int, path: Path) -
     ax.set_ylabel("activations, GB (10^9 bytes)")
     ax.set_title(f"T4/T5: activations of {shape.name} cut to {L} layers, bf16, against S")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 GPU_LINES_GB = (24, 40, 80, 141)  # RTX 4090, A100-40GB, A100/H100-80GB, H200
@@ -105,7 +106,6 @@ def plot_per_gpu_memory(rows: list[dict], path: Path | str, gpu_sizes_gb=GPU_LIN
     plt = _pyplot()
     import matplotlib.ticker
 
-    path = Path(path)
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     strategies = list(dict.fromkeys(r["strategy"] for r in rows))
     for i, strategy in enumerate(strategies):
@@ -140,11 +140,7 @@ def plot_per_gpu_memory(rows: list[dict], path: Path | str, gpu_sizes_gb=GPU_LIN
     ax.set_title(title or f"{models} ({setting}): per-GPU peak vs N (filled: measured, hollow: extrapolated)", fontsize=9)
     ax.legend(title="strategy", fontsize=8)
     ax.grid(True, which="major", alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, dpi=120)
 
 
 def claim_plots(claims, out_dir: Path) -> list[Path]:

@@ -271,6 +271,7 @@ def write_gpu_results(out_dir, hw: dict, command: str, fresh: bool, progress=Non
     """Run the GPU sweep (verify.measure.cuda.GPU_RUNS) and write results.json: hardware, every run
     with measured (CUDA), fake and predicted peaks, and the summary against the targets."""
     import json
+    import sys
 
     from verify.measure import cuda
 
@@ -281,7 +282,7 @@ def write_gpu_results(out_dir, hw: dict, command: str, fresh: bool, progress=Non
     def show(i, n, row):
         if progress:
             print(f"[gpu {i}/{n}] {row['name']}: {row.get('status')} peak {fmt_bytes(row.get('measured_peak_bytes'), 'GB')}",
-                  file=__import__("sys").stderr, flush=True)
+                  file=sys.stderr, flush=True)
 
     rows = cuda.sweep(jsonl, progress=show)
     weights = [cuda.weights_on_gpu(*w) for w in cuda.WEIGHT_RUNS]

@@ -4,12 +4,12 @@ comes, and resume from that file after an interrupted run."""
 from __future__ import annotations
 
 import importlib
-import json
 import time
 import traceback
 from pathlib import Path
 from typing import Callable
 
+from verify import jsonl as jsonl_file
 from verify.claims import CHECKS, Claim, Verdict, placeholder
 from verify.claims.catalog import BY_ID, CATALOG
 
@@ -64,18 +64,10 @@ def plan(claim_id: str, allowed: set[str]) -> str | None:
     return None
 
 
-def _read_jsonl(path: Path) -> dict[tuple[str, str], Claim]:
-    done: dict[tuple[str, str], Claim] = {}
-    if not path.exists():
-        return done
-    for line in path.read_text().splitlines():
-        try:
-            d = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by a killed run
-        if d.get("verdict") not in (Verdict.ERROR.value, Verdict.PENDING.value):
-            done[(d["id"], d["backend"])] = Claim(**d)
-    return done
+def _finished(path: Path) -> dict[tuple[str, str], Claim]:
+    """Claims a previous run wrote to `path`, by (id, backend); ERROR and PENDING are run again."""
+    return {(d["id"], d["backend"]): Claim(**d) for d in jsonl_file.read(path)
+            if d.get("verdict") not in (Verdict.ERROR.value, Verdict.PENDING.value)}
 
 
 def run(
@@ -89,7 +81,7 @@ def run(
     load_checks()
     allowed = allowed_backends(backend)
     ids = select_ids(only)
-    done = _read_jsonl(jsonl) if jsonl else {}
+    done = _finished(jsonl) if jsonl else {}
     out: list[Claim] = []
     for i, cid in enumerate(ids, 1):
         start = time.perf_counter()
@@ -106,8 +98,7 @@ def run(
                 tb = traceback.format_exception_only(type(e), e)[-1].strip()
                 claim = placeholder(cid, Verdict.ERROR, f"check failed: {tb}", chosen)
             if jsonl:
-                with jsonl.open("a") as f:
-                    f.write(json.dumps(claim.as_dict(), default=str) + "\n")
+                jsonl_file.append(jsonl, claim.as_dict())
         out.append(claim)
         if progress:
             progress(i, len(ids), claim, time.perf_counter() - start)

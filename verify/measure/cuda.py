@@ -36,15 +36,13 @@ class CudaTracker(Tracker):
         super().__init__()
         self.baseline = baseline  # bytes allocated before the model existed
         self.cuda_phase_peaks: dict[str, int] = {}  # phase -> max_memory_allocated - baseline within it
-        self.cuda_measured_peak = 0  # max over the phases after "measured" (or all, if never marked)
-        self._measuring = True
+        self.cuda_measured_peak = 0  # max over the phases since the last reset_peak (the measured step)
 
     def _close_phase(self) -> None:
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() - self.baseline
         self.cuda_phase_peaks[self.phase] = max(self.cuda_phase_peaks.get(self.phase, 0), peak)
-        if self._measuring:
-            self.cuda_measured_peak = max(self.cuda_measured_peak, peak)
+        self.cuda_measured_peak = max(self.cuda_measured_peak, peak)
         torch.cuda.reset_peak_memory_stats()
 
     def mark(self, phase: str) -> None:
@@ -162,19 +160,12 @@ def sweep(jsonl, progress=None) -> list[dict]:
     """Every GPU_RUNS entry on the GPU, each beside the fake backend's figure and the corrected
     predictor's, appended to `jsonl` as it comes; entries already in `jsonl` are not re-run."""
     import dataclasses
-    import json
 
+    from verify import jsonl as jsonl_file
     from verify.measure import fake
     from verify.predict import prediction_for
 
-    done = {}
-    if jsonl.exists():
-        for line in jsonl.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a killed run
-            done[row["name"]] = row
+    done = {row["name"]: row for row in jsonl_file.read(jsonl)}
     rows = []
     for i, (name, spec) in enumerate(GPU_RUNS, 1):
         if name in done:
@@ -196,8 +187,7 @@ def sweep(jsonl, progress=None) -> list[dict]:
             if row["status"] == "ok":
                 row["measured_peak_bytes"] = row["peak_bytes"]
             row["seconds"] = round(time.perf_counter() - t0, 2)
-            with jsonl.open("a") as f:
-                f.write(json.dumps(row, default=str) + "\n")
+            jsonl_file.append(jsonl, row)
         rows.append(row)
         if progress:
             progress(i, len(GPU_RUNS), row)
