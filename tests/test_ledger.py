@@ -28,7 +28,7 @@ def test_every_id_in_claims_md_has_a_catalogue_entry_and_no_other():
 
 def test_every_claim_has_a_registered_check():
     """No claim is left without a measurement: each id has a check on some backend."""
-    checks = ledger.load_checks()
+    checks = ledger.checks()
     missing = [e.id for e in CATALOG if e.id not in checks]
     assert not missing, f"no check registered for {missing}"
 
@@ -71,8 +71,8 @@ def test_a_run_resumes_from_its_jsonl_and_skips_a_cut_line(tmp_path):
 
 def test_a_claim_whose_backend_is_not_run_is_pending_not_guessed():
     """With --backend meta, a claim measured on fake tensors says 'pending: needs fake'."""
-    ledger.load_checks()
-    fake_only = [e.id for e in CATALOG if set(ledger.CHECKS.get(e.id, {})) == {"fake"}]
+    table = ledger.checks()
+    fake_only = [e.id for e in CATALOG if set(table.get(e.id, {})) == {"fake"}]
     if not fake_only:
         pytest.skip("no fake-only check registered")
     (c,) = ledger.run(backend="meta", only=fake_only[0])

@@ -17,6 +17,7 @@ from verify.formulas.params import exact, total
 from verify.measure.fake import CudaKernelChoices, TraceError, run
 from verify.measure.memory import MemorySpec, validate
 from verify.measure.tracker import Tracker
+from verify.units import weight_bytes
 
 ACTIVATION_TOLERANCE = 0.01  # fake activations and peaks vs real CPU tensors, relative
 
@@ -41,7 +42,7 @@ def test_training_state_bytes_equal_closed_forms_to_the_byte(model, dtype, preci
     2N·p + 4T (Adam) or 0 (SGD) exactly, with p the weights' dtype (fp32 under mixed precision)."""
     N, T = _n_and_tensors(model)
     r = run(MemorySpec(model=model, dtype=dtype, precision=precision, optimizer=optimizer, batch=2, seq=16, attn="eager"))
-    p = 4 if precision == "mixed" else M.BYTES[dtype]
+    p = weight_bytes(dtype, precision)
     assert r.params_bytes == total(M.weights(N, p))
     assert r.grads_bytes == total(M.gradients(N, p))
     assert r.optimizer_bytes == total(M.optimizer_state(N, T, p, optimizer))
@@ -203,8 +204,9 @@ def test_bench_fake_returns_trace_seconds_and_host_rss_of_a_child_process():
 def test_ledger_b5_measures_four_bytes_per_parameter_of_the_seed_shaped_module():
     """B5: the GPT-2-shaped module with V = 50,000 takes exactly 4·N bytes in fp32; the seed's
     493,535,232 is within 1 % (its N misses positions, biases and the final LayerNorm)."""
+    from verify.claims import Context
     from verify.claims.memory import b5
 
-    c = b5()
+    c = b5(Context("fake"))
     assert c.verdict == "CONFIRMED" and c.corrected_value == c.measured == 4 * c.evidence["N module"]
     assert c.evidence["N module"] - c.evidence["N seed"] == 858_624

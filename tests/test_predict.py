@@ -12,7 +12,7 @@ from verify.formulas.params import total
 from verify.measure.memory import MemorySpec
 from verify.measure.sweeps import config_with, measure
 from verify.configs import shape
-from verify.predict import covered, peak_covered, predict
+from verify.predict.memory import covered, peak_covered, predict
 
 PEAK_TOLERANCE = 0.001  # peaks: the predictor picks the moment, a few KB of ids/labels may differ
 

@@ -12,14 +12,8 @@ import torch
 
 from verify.cli import main
 from verify.formulas import shard as F
-from verify.measure.shard import (
-    LiveBytes,
-    ShardSpec,
-    extrapolated_peak,
-    measure_shard,
-    model_facts,
-    validate_shard,
-)
+from verify.measure.shard import ShardSpec, measure_shard, model_facts, validate_shard
+from verify.predict.shard import extrapolated_peak, min_world_size, sweep_rows
 
 
 @pytest.mark.parametrize("model", ["tiny-llama", "tiny-gpt2", "tiny-mixtral", "tiny-qwen2"])
@@ -70,12 +64,11 @@ def test_extrapolated_peak_from_two_ranks_matches_the_peaks_measured_at_more(che
     """Carried from N = 2 to N = 4 and 16 (the exact persistent part recomputed, the rest of
     each stretch of the step kept, or scaled per shard in the optimizer step), the per-rank peak
     equals the one measured there to within 0.1%; at N = 2 itself exactly."""
-    shapes = model_facts("tiny-llama")["param_shapes"]
     runs = {n: measure_shard(ShardSpec(model="tiny-llama", world_size=n, strategy="zero3", seq=64, checkpointing=checkpointing))
             for n in (2, 4, 16)}
-    assert extrapolated_peak(runs[2], shapes, 2) == runs[2]["per_rank"]["peak_bytes"]
+    assert extrapolated_peak(runs[2], 2) == runs[2]["per_rank"]["peak_bytes"]
     for n in (4, 16):
-        assert math.isclose(extrapolated_peak(runs[2], shapes, n), runs[n]["per_rank"]["peak_bytes"], rel_tol=1e-3)
+        assert math.isclose(extrapolated_peak(runs[2], n), runs[n]["per_rank"]["peak_bytes"], rel_tol=1e-3)
 
 
 def test_inference_kv_cache_bytes_equal_the_closed_form():
@@ -87,22 +80,23 @@ def test_inference_kv_cache_bytes_equal_the_closed_form():
     assert r["per_rank"]["kv_cache_bytes"] == 2 * s.L * 2 * 24 * s.kv_heads * s.head_dim * 2
 
 
-def test_live_bytes_follows_allocations_frees_and_storage_resizes():
+def test_the_tracker_follows_allocations_frees_and_storage_resizes():
     """The tracker's total and peak on fake tensors: 400 B allocated, 400 B more, one freed,
     then a storage resized to 0 and back (as FSDP2 frees and re-gathers parameters)."""
-    from torch._subclasses.fake_tensor import FakeTensorMode
+    from verify.measure.tracker import Tracker
+    from verify.torchapi import fake_mode
 
-    t = LiveBytes()
-    with FakeTensorMode(), t.tracking():
+    t = Tracker(follow_resizes=True)
+    with fake_mode(), t:
         a = torch.empty(100)
         b = torch.empty(100)
-        assert t.live == 800
+        assert t.total == 800
         del b
-        assert t.live == 400
+        assert t.total == 400
         a.untyped_storage().resize_(0)
-        assert t.live == 0
+        assert t.total == 0
         a.untyped_storage().resize_(200)
-        assert t.live == 200
+        assert t.total == 200
     assert t.peak == 800
 
 
@@ -123,7 +117,7 @@ def test_shard_json_reports_per_rank_bytes(capsys):
     assert out["spec"]["world_size"] == 4 and out["spec"]["strategy"] == "zero2"
     for k in ("params_bytes", "grads_bytes", "optimizer_bytes", "activations_bytes", "peak_bytes"):
         assert isinstance(out["per_rank"][k], int)
-    assert out["fits"] is True
+    assert out["fits"] is True and out["gpu_bytes"] == 80 * 10**9
 
 
 def test_shard_min_n_finds_the_smallest_fitting_world_size_by_measuring(capsys):
@@ -213,12 +207,12 @@ def test_real_nccl_rank_peak_is_near_the_fake_figure(tmp_path):
 
 
 def test_shard_sweep_rows_plot_one_line_per_strategy(tmp_path):
-    """shard_sweep measures each strategy once (the row at the reference N is marked measured)
+    """sweep_rows takes one measured run per strategy (the row at the reference N is marked measured)
     and carries it to the other N; DDP's rows are flat; the plot is written as a PNG."""
-    from verify.measure.shard import shard_sweep
     from verify.plots import plot_per_gpu_memory
 
-    rows = shard_sweep("tiny-llama", world_sizes=(1, 4, 16), reference_n=4, seq=32)
+    refs = {s: measure_shard(ShardSpec(model="tiny-llama", world_size=4, strategy=s, seq=32)) for s in ("ddp", "fsdp", "zero2", "zero3")}
+    rows = sweep_rows(refs, world_sizes=(1, 4, 16))
     assert {(r["strategy"], r["world_size"]) for r in rows} == {(s, n) for s in ("ddp", "fsdp", "zero2", "zero3") for n in (1, 4, 16)}
     assert all(r["measured"] == (r["world_size"] == 4) for r in rows)
     assert len({r["peak_bytes"] for r in rows if r["strategy"] == "ddp"}) == 1

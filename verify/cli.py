@@ -111,7 +111,7 @@ def cmd_params(args) -> int:
 def corrected_prediction(spec, result) -> dict:
     """verify.predict's terms for this run, their totals, and each total's error against the run."""
     from verify.formulas.params import total
-    from verify.predict import covered, inputs_for, predict
+    from verify.predict.memory import covered, inputs_for, predict
 
     shape_, T, dropout = inputs_for(spec.model)
     terms = predict(shape_, spec, T, dropout)
@@ -129,7 +129,7 @@ def corrected_prediction(spec, result) -> dict:
 def cmd_memory(args) -> int:
     import dataclasses
 
-    from verify.formulas.memory import seed_predictions
+    from verify.claims.memory import seed_predictions
     from verify.measure.memory import MemorySpec, validate
 
     _, s = _model(args.model)
@@ -184,22 +184,30 @@ def cmd_memory(args) -> int:
 
 
 def cmd_shard(args) -> int:
-    from verify.measure.shard import ShardSpec, measure_shard, min_world_size, validate_shard
+    import math
+
+    from verify.measure.shard import ShardSpec, measure_shard, validate_shard
+    from verify.predict.shard import min_world_size
+    from verify.units import GB
 
     _, s = _model(args.model)
     spec = ShardSpec(
         model=args.model, world_size=args.world_size, strategy=args.strategy, mode=args.mode, dtype=args.dtype,
-        precision=args.precision, optimizer=args.optimizer, batch=args.batch, seq=args.seq, gpu_gb=args.gpu_gb,
-        checkpointing=args.checkpointing,
+        precision=args.precision, optimizer=args.optimizer, batch=args.batch, seq=args.seq, checkpointing=args.checkpointing,
     )
+    if not (args.gpu_gb > 0 and math.isfinite(args.gpu_gb)):
+        raise UsageError(f"GPU size must be a positive number of GB, got {args.gpu_gb:g}")
     try:
         validate_shard(spec, s)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    gpu_bytes = int(args.gpu_gb * GB)
     if args.min_n:
-        result = min_world_size(spec, reference_n=spec.world_size)
+        result = min_world_size(spec, gpu_bytes, measure_shard, reference_n=spec.world_size)
     else:
         result = measure_shard(spec)
+        peak = result["per_rank"]["peak_bytes"]
+        result.update(gpu_bytes=gpu_bytes, fits=peak <= gpu_bytes, headroom_bytes=gpu_bytes - peak)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     elif args.min_n:

@@ -5,9 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 
-SHARD_PLOT_MODEL = "llama3-8b"  # T6's headline model ("Llama3 7B" does not exist)
-
-
 def _save(plt, fig, path: Path, dpi: int = 110) -> Path:
     """Lay out, write the PNG, and free the figure."""
     path = Path(path)
@@ -95,11 +92,8 @@ def activations_vs_seq(t5_evidence: dict, shape, dtype_bytes: int, path: Path) -
     return _save(plt, fig, path)
 
 
-GPU_LINES_GB = (24, 40, 80, 141)  # RTX 4090, A100-40GB, A100/H100-80GB, H200
-
-
-def plot_per_gpu_memory(rows: list[dict], path: Path | str, gpu_sizes_gb=GPU_LINES_GB, title: str | None = None) -> Path:
-    """Write a PNG of rows from `shard_sweep` (model, strategy, world_size, peak_bytes, measured,
+def plot_per_gpu_memory(rows: list[dict], path: Path | str, gpu_sizes_gb=(), title: str | None = None) -> Path:
+    """Write a PNG of rows from verify.predict.shard.sweep_rows (model, strategy, world_size, peak_bytes, measured,
     total_params): per-rank peak in GB (1e9 bytes) against N on log-log axes, measured points
     filled, extrapolated ones (exact persistent part carried from the measured N) hollow; the
     seed's T6 rule as per-GPU memory (P_B·18·1.25 GB / N) dotted; the GPU sizes as lines."""
@@ -144,7 +138,8 @@ def plot_per_gpu_memory(rows: list[dict], path: Path | str, gpu_sizes_gb=GPU_LIN
 
 
 def claim_plots(claims, out_dir: Path) -> list[Path]:
-    """Every plot the ledger's evidence supports; a plot whose claim did not run is skipped."""
+    """Every plot the ledger's evidence supports, drawn from what the ledger recorded (nothing is
+    measured here); a plot whose claim did not run is skipped."""
     by_id = {c.id: c for c in claims}
     paths = []
     p7 = by_id.get("P7")
@@ -157,14 +152,12 @@ def claim_plots(claims, out_dir: Path) -> list[Path]:
     if t5 is not None and t5.evidence.get("model"):
         from verify.configs import load_config, shape
 
-        from verify.formulas.memory import BYTES
+        from verify.units import dtype_bytes
 
         s = shape(load_config(t5.evidence["model"]))
-        paths.append(activations_vs_seq(t5.evidence, s, BYTES[t5.evidence["dtype"]], out_dir / "activations_vs_seq.png"))
+        paths.append(activations_vs_seq(t5.evidence, s, dtype_bytes(t5.evidence["dtype"]), out_dir / "activations_vs_seq.png"))
     t6 = by_id.get("T6")
-    if t6 is not None and t6.measured is not None:
-        from verify.measure.shard import shard_sweep
-
-        rows = shard_sweep(SHARD_PLOT_MODEL, world_sizes=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), checkpointing=True)
-        paths.append(plot_per_gpu_memory(rows, out_dir / "shard_per_gpu_memory.png"))
+    if t6 is not None and t6.evidence.get("per_gpu_sweep"):
+        paths.append(plot_per_gpu_memory(t6.evidence["per_gpu_sweep"], out_dir / "shard_per_gpu_memory.png",
+                                         t6.evidence.get("gpu_sizes_gb", ())))
     return paths

@@ -1,12 +1,13 @@
-"""The claims ledger: one Claim per id of CLAIMS.md -> predicted, measured, tolerance, verdict.
+"""The claims ledger: one Claim per catalogued id -> predicted, measured, tolerance, verdict.
 
-A check is a function registered with `@check(id, backend)` that measures and returns
-`judge(...)`. Checks live in one module per group of backends/owners:
+A check is a plain function `check(ctx: Context) -> Claim` that measures on `ctx.backend` and
+returns `judge(...)`. Checks live in one module per group of backends:
   params.py   P1-P13         (meta-device introspection)
   memory.py   B2 B5 T1-T5 I1-I4 (fake tensors; T1-T4 and I1-I4 also on cuda where a GPU is present)
   shard.py    T6             (FSDP2 on a fake process group)
   other.py    N1 B1 B3 B4 B6 S1-S4 L1-L3 A1 T7 Q1 P14 (real CPU runs, meta storage, arithmetic)
-The ledger (ledger.py) picks, per id, the best backend allowed and available.
+The ledger (ledger.py) holds the one table of which function checks which id on which backend,
+and picks, per id, the best backend allowed and available.
 """
 
 from __future__ import annotations
@@ -136,18 +137,17 @@ def placeholder(claim_id: str, verdict: Verdict, explanation: str, backend: str)
     )
 
 
-CHECKS: dict[str, dict[str, Callable[[], Claim]]] = {}  # id -> backend -> check
+@dataclass
+class Context:
+    """What a check runs with: the backend it measures on, and the results already measured in this
+    ledger run, so that checks sharing a run measure it once (the ledger owns the dict; nothing is
+    cached between runs)."""
 
+    backend: str  # arith | meta | cpu | fake | cuda: where this check's measurements run
+    cache: dict = field(default_factory=dict)  # key -> result, shared by the checks of one ledger run
 
-def check(claim_id: str, backend: str):
-    """Register a check for `claim_id` measured on `backend`."""
-    if claim_id not in BY_ID:
-        raise KeyError(f"{claim_id} is not an id of CLAIMS.md")
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}")
-
-    def register(fn: Callable[[], Claim]) -> Callable[[], Claim]:
-        CHECKS.setdefault(claim_id, {})[backend] = fn
-        return fn
-
-    return register
+    def memo(self, key, compute: Callable[[], object]):
+        """The result stored under `key`, computed by `compute()` the first time it is asked for."""
+        if key not in self.cache:
+            self.cache[key] = compute()
+        return self.cache[key]

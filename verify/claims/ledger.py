@@ -3,17 +3,15 @@ comes, and resume from that file after an interrupted run."""
 
 from __future__ import annotations
 
-import importlib
 import time
 import traceback
 from pathlib import Path
 from typing import Callable
 
 from verify import jsonl as jsonl_file
-from verify.claims import CHECKS, Claim, Verdict, placeholder
+from verify.claims import Claim, Context, Verdict, placeholder
 from verify.claims.catalog import BY_ID, CATALOG
 
-CHECK_MODULES = ("params", "memory", "shard", "other")
 PREFERENCE = ("cuda", "fake", "cpu", "meta", "arith")  # most direct measurement first
 ALLOWED = {
     "meta": {"arith", "meta"},
@@ -22,10 +20,30 @@ ALLOWED = {
 }
 
 
-def load_checks() -> dict:
-    for name in CHECK_MODULES:
-        importlib.import_module(f"verify.claims.{name}")
-    return CHECKS
+def checks() -> dict[str, dict[str, Callable[[Context], Claim]]]:
+    """The one table of checks: claim id -> backend -> the function that measures it there."""
+    from verify.claims import memory, other, params, shard
+
+    on_gpu_too = ("fake", "cuda")  # their runs are MemorySpecs, measured on whichever backend the context names
+    table = {
+        "P1": {"meta": params.p1}, "P2": {"meta": params.p2}, "P3": {"meta": params.p3}, "P4": {"meta": params.p4},
+        "P5": {"meta": params.p5}, "P6": {"meta": params.p6}, "P7": {"meta": params.p7}, "P8": {"meta": params.p8},
+        "P9": {"meta": params.p9}, "P10": {"meta": params.p10}, "P11": {"meta": params.p11}, "P12": {"meta": params.p12},
+        "P13": {"meta": params.p13}, "P14": {"meta": other.p14},
+        "B1": {"cpu": other.b1}, "B2": {"fake": memory.b2}, "B3": {"cpu": other.b3}, "B4": {"arith": other.b4},
+        "B5": {"fake": memory.b5}, "B6": {"meta": other.b6}, "N1": {"cpu": other.n1},
+        "T1": dict.fromkeys(on_gpu_too, memory.t1), "T2": dict.fromkeys(on_gpu_too, memory.t2),
+        "T3": dict.fromkeys(on_gpu_too, memory.t3), "T4": dict.fromkeys(on_gpu_too, memory.t4), "T5": {"fake": memory.t5},
+        "T6": {"fake": shard.t6}, "T7": {"arith": other.t7},
+        "I1": dict.fromkeys(on_gpu_too, memory.i1), "I2": dict.fromkeys(on_gpu_too, memory.i2),
+        "I3": dict.fromkeys(on_gpu_too, memory.i3), "I4": dict.fromkeys(on_gpu_too, memory.i4), "Q1": {"meta": other.q1},
+        "S1": {"cpu": other.s1}, "S2": {"cpu": other.s2}, "S3": {"cpu": other.s3}, "S4": {"cpu": other.s4},
+        "L1": {"cpu": other.l1}, "L2": {"cpu": other.l2}, "L3": {"cpu": other.l3}, "A1": {"cpu": other.a1},
+    }
+    unknown = set(table) - set(BY_ID)
+    if unknown:
+        raise KeyError(f"checks for ids the catalogue does not hold: {sorted(unknown)}")
+    return table
 
 
 def cuda_available() -> bool:
@@ -55,9 +73,9 @@ def select_ids(only: str | None) -> list[str]:
     return ids
 
 
-def plan(claim_id: str, allowed: set[str]) -> str | None:
+def plan(claim_id: str, allowed: set[str], table: dict) -> str | None:
     """The backend whose check runs for `claim_id`, or None if none is allowed."""
-    registered = CHECKS.get(claim_id, {})
+    registered = table.get(claim_id, {})
     for b in PREFERENCE:
         if b in registered and b in allowed:
             return b
@@ -78,22 +96,23 @@ def run(
 ) -> list[Claim]:
     """Every selected claim, in catalogue order. With `jsonl`, results already there are
     reused and each new one is appended as soon as it exists."""
-    load_checks()
+    table = checks()
     allowed = allowed_backends(backend)
     ids = select_ids(only)
     done = _finished(jsonl) if jsonl else {}
+    cache: dict = {}  # measurements the checks of this run share
     out: list[Claim] = []
     for i, cid in enumerate(ids, 1):
         start = time.perf_counter()
-        chosen = plan(cid, allowed)
+        chosen = plan(cid, allowed, table)
         if chosen is None:
-            needs = sorted(CHECKS.get(cid, {}) or [BY_ID[cid].needs])
+            needs = sorted(table.get(cid, {}) or [BY_ID[cid].needs])
             claim = placeholder(cid, Verdict.PENDING, f"pending: needs {' or '.join(needs)}", needs[0])
         elif (cid, chosen) in done:
             claim = done[(cid, chosen)]
         else:
             try:
-                claim = CHECKS[cid][chosen]()
+                claim = table[cid][chosen](Context(backend=chosen, cache=cache))
             except Exception as e:  # recorded, the run goes on
                 tb = traceback.format_exception_only(type(e), e)[-1].strip()
                 claim = placeholder(cid, Verdict.ERROR, f"check failed: {tb}", chosen)

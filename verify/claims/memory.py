@@ -2,61 +2,53 @@
 the CPU, every storage counted by category), beside the seeds' formulas and the corrected ones.
 
 Small and mid shapes where a claim's point holds at any size; LLaMA-7B where the claim is about
-7B. Each run is cached so checks that share a run trace it once.
+7B. T1-T4 and I1-I4 run as they are on the cuda backend where a GPU is present (`ctx.backend`);
+runs that several checks share are measured once per ledger run (`Context.memo`).
 """
 
 from __future__ import annotations
 
-import contextvars
 import dataclasses
-from functools import lru_cache
 
-from verify.claims import CHECKS, Verdict, check, judge
+from verify.claims import Context, Verdict, judge
 from verify.configs import shape
 from verify.formulas import memory as M
 from verify.formulas.params import exact, total
 from verify.measure.memory import MemoryResult, MemorySpec
-from verify.units import fmt_bytes, rel_error
+from verify.units import dtype_bytes, fmt_gb_gib, rel_error, weight_bytes
 
 ACT_TOL, ACT_LOOSE = 0.10, 0.25  # activations and peaks: CONFIRMED within 10 %, APPROXIMATE within 25 %
 SIZE_TOL, SIZE_LOOSE = 0.05, 0.15  # round "7B -> 28 GB"-style figures
 
 
-BACKEND = contextvars.ContextVar("memory_backend", default="fake")  # which backend `run` measures on
+def run(ctx: Context, spec: MemorySpec, **overrides) -> MemoryResult:
+    """`spec` measured on the check's backend, with config fields overridden if any are given."""
+    from verify.measure.sweeps import measure
+
+    spec = dataclasses.replace(spec, backend=ctx.backend)
+    return ctx.memo(("memory", spec, tuple(sorted(overrides.items()))), lambda: measure(spec, **overrides))
 
 
-def run(spec: MemorySpec) -> MemoryResult:
-    """`spec` measured on the backend the running check is registered for (fake, or cuda)."""
-    return _run(dataclasses.replace(spec, backend=BACKEND.get()))
-
-
-@lru_cache(maxsize=None)
-def _run(spec: MemorySpec) -> MemoryResult:
-    if spec.backend == "cuda":
-        from verify.measure.cuda import measure
-    else:
-        from verify.measure.sweeps import measure
-    return measure(spec)
-
-
-@lru_cache(maxsize=None)
-def model_facts(name: str) -> tuple:
+def model_facts(ctx: Context, name: str) -> tuple:
     """(Shape, N by the closed form, T parameter tensors by introspection on meta)."""
-    from verify.predict import inputs_for
+    from verify.predict.memory import inputs_for
 
-    s, T, _ = inputs_for(name)
-    return s, total(exact(s)), T
+    def facts():
+        s, T, _ = inputs_for(name)
+        return s, total(exact(s)), T
+
+    return ctx.memo(("facts", name), facts)
 
 
 def corrected(spec: MemorySpec) -> dict[str, dict[str, int]]:
     """verify.predict's terms for `spec` (dropout probabilities from the model's config)."""
-    from verify.predict import prediction_for
+    from verify.predict.memory import prediction_for
 
     return prediction_for(spec)
 
 
-def cmd(spec: MemorySpec) -> str:
-    parts = [f"python -m verify memory {spec.model} --backend fake --mode {spec.mode} --dtype {spec.dtype}",
+def cmd(ctx: Context, spec: MemorySpec) -> str:
+    parts = [f"python -m verify memory {spec.model} --backend {ctx.backend} --mode {spec.mode} --dtype {spec.dtype}",
              f"--batch {spec.batch} --seq {spec.seq} --attn {spec.attn}"]
     if spec.mode == "train":
         parts.append(f"--precision {spec.precision} --optimizer {spec.optimizer}" + (" --checkpointing" if spec.checkpointing else ""))
@@ -65,18 +57,16 @@ def cmd(spec: MemorySpec) -> str:
     return " ".join(parts) + " --json"
 
 
-def gb(n) -> str:
-    return f"{fmt_bytes(n, 'GB')} ({fmt_bytes(n, 'GiB')})"
+gb = fmt_gb_gib
 
 
 # --- B: bytes of the weights ----------------------------------------------------------------
 
 
-@check("B2", "fake")
-def b2():
+def b2(ctx: Context):
     from verify.measure.sweeps import weights_bytes
 
-    _, N, _ = model_facts("llama-7b")
+    _, N, _ = model_facts(ctx, "llama-7b")
     measured = {dt: weights_bytes("llama-7b", dt) for dt in ("fp32", "fp16", "bf16")}
     seed = {"fp32": 28 * 10**9, "fp16": 14 * 10**9, "bf16": 14 * 10**9}
     return judge(
@@ -89,12 +79,11 @@ def b2():
         evidence={"N": N, **{f"{dt} measured bytes": v for dt, v in measured.items()},
                   **{f"{dt} seed bytes": seed[dt] for dt in seed},
                   **{f"{dt} rel_error": rel_error(seed[dt], measured[dt]) for dt in seed}},
-        backend="fake", command="python -m verify memory llama-7b --backend fake --mode generate --dtype fp32 --seq 1 --new-tokens 1 --json",
+        backend=ctx.backend, command="python -m verify claims --only B2 --json",
     )
 
 
-@check("B5", "fake")
-def b5():
+def b5(ctx: Context):
     from verify.measure.sweeps import config_with, weights_bytes
 
     s = shape(config_with("gpt2", vocab_size=50000))
@@ -110,7 +99,7 @@ def b5():
         corrected="4·N (fp32), 2·N (fp16) with N counted on the module", corrected_value=total(M.weights(N, 4)),
         evidence={"N module": N, "N seed": seed_N, "fp32 measured": fp32, "fp16 measured": fp16, "fp16 seed": seed_fp16,
                   "fp16 rel_error": rel_error(seed_fp16, fp16), "fp32 MB": fp32 / 1e6, "fp32 MiB": fp32 / 2**20},
-        backend="fake", command="python -m verify claims --only B5 --backend fake --json",
+        backend=ctx.backend, command="python -m verify claims --only B5 --json",
     )
 
 
@@ -124,16 +113,15 @@ T1_CASES = (  # (label, dtype, precision, optimizer)
 )
 
 
-@check("T1", "fake")
-def t1():
+def t1(ctx: Context):
     name = "tinyllama-1.1b"
-    s, N, T = model_facts(name)
+    s, N, T = model_facts(ctx, name)
     rows, first = {}, None
     for label, dtype, precision, optimizer in T1_CASES:
         spec = MemorySpec(model=name, dtype=dtype, precision=precision, optimizer=optimizer, batch=1, seq=128)
-        r = run(spec)
-        x = M.BYTES[dtype]  # the seed's x = y: bytes of the weights and gradients the step computes with
-        pw = 4 if precision == "mixed" else x
+        r = run(ctx, spec)
+        x = dtype_bytes(dtype)  # the seed's x = y: bytes of the weights and gradients the step computes with
+        pw = weight_bytes(dtype, precision)
         measured = r.params_bytes + r.grads_bytes + r.optimizer_bytes
         corrected = total(M.weights(N, pw)) + total(M.gradients(N, pw)) + total(M.optimizer_state(N, T, pw, optimizer))
         seed = total(M.t1_model_state(N, x, x))
@@ -151,20 +139,19 @@ def t1():
         corrected="(p_w + p_w + k·p_w)·N + 4·T: p_w = bytes of the stored weights (4 under autocast), k = 2 for Adam(W) "
                   "(exp_avg, exp_avg_sq), 0 for SGD; T parameter tensors (Adam's fp32 step counters)",
         corrected_value=corrected, evidence={"model": name, "N": N, "T": T, "cases": rows},
-        backend="fake", command=cmd(spec),
+        backend=ctx.backend, command=cmd(ctx, spec),
     )
 
 
-@check("T2", "fake")
-def t2():
+def t2(ctx: Context):
     name = "gpt2"
-    _, N, T = model_facts(name)
+    _, N, T = model_facts(ctx, name)
     spec = MemorySpec(model=name, dtype="fp32", optimizer="adamw", batch=2, seq=512, attn="eager")
-    r = run(spec)
+    r = run(ctx, spec)
     steady = r.snapshots["steady"]["total"]
     idle = r.phases.get("idle", 0)
     seed = total(M.t2_steady(N, spec.batch, spec.seq))
-    bf16 = run(dataclasses.replace(spec, dtype="bf16"))
+    bf16 = run(ctx, dataclasses.replace(spec, dtype="bf16"))
     return judge(
         "T2", predicted=seed, measured=steady, unit="bytes", tolerance=0.01, loose=0.10,
         explanation=(f"For fp32 AdamW the state held after the optimizer step (weights, grads, Adam m and v, int64 ids) is "
@@ -175,15 +162,15 @@ def t2():
         evidence={"model": name, "N": N, "B": spec.batch, "D = S": spec.seq, "after step (grads held)": steady,
                   "after zero_grad(set_to_none)": idle, "seed 16N+8BD": seed, "rel_error after zero_grad": rel_error(seed, idle),
                   "pure bf16 after step": bf16.snapshots["steady"]["total"]},
-        backend="fake", command=cmd(spec),
+        backend=ctx.backend, command=cmd(ctx, spec),
     )
 
 
-def _t3_figures(spec: MemorySpec) -> dict:
-    from verify.predict import covered
+def _t3_figures(ctx: Context, spec: MemorySpec) -> dict:
+    from verify.predict.memory import covered
 
-    s, N, _ = model_facts(spec.model)
-    r = run(spec)
+    s, N, _ = model_facts(ctx, spec.model)
+    r = run(ctx, spec)
     out = {"activations measured": r.activations_bytes, "peak measured": r.peak_bytes, "peak phase": r.peak_phase,
            "M_act seed": total(M.t3_activations(s.L, spec.batch, spec.seq, s.h, s.V)),
            "M_peak seed": total(M.t3_peak(N, s.L, spec.batch, spec.seq, s.h, s.V))}
@@ -196,19 +183,19 @@ def _t3_figures(spec: MemorySpec) -> dict:
     return out
 
 
-def t3_sweep() -> list[dict]:
+def t3_sweep(ctx: Context) -> list[dict]:
     """Seed M_act, measured and corrected activations over B, S, L and h (config overrides of
     tinyllama-1.1b with few layers: the point holds at any size)."""
     from verify.build import build
-    from verify.measure.sweeps import config_with, measure
-    from verify.predict import predict
+    from verify.measure.sweeps import config_with
+    from verify.predict.memory import predict
 
     rows = []
     for B, S, L, h in ((1, 256, 2, 2048), (4, 256, 2, 2048), (1, 512, 2, 2048), (1, 256, 4, 2048), (1, 256, 2, 1024)):
         config = config_with("tinyllama-1.1b", num_hidden_layers=L, hidden_size=h, head_dim=h // 32)
         s = shape(config)
         spec = MemorySpec(model="tinyllama-1.1b", dtype="fp32", batch=B, seq=S, attn="eager")
-        r = measure(spec, num_hidden_layers=L, hidden_size=h, head_dim=h // 32)
+        r = run(ctx, spec, num_hidden_layers=L, hidden_size=h, head_dim=h // 32)
         seed = total(M.t3_activations(s.L, B, S, s.h, s.V))
         corr = total(predict(s, spec, len(list(build(config, device="meta").parameters())))["activations"])
         rows.append({"B": B, "S": S, "L": L, "h": h, "measured": r.activations_bytes, "M_act seed": seed,
@@ -217,16 +204,15 @@ def t3_sweep() -> list[dict]:
     return rows
 
 
-@check("T3", "fake")
-def t3():
+def t3(ctx: Context):
     main = MemorySpec(model="tinyllama-1.1b", dtype="fp32", optimizer="adamw", batch=1, seq=1024, attn="eager")
     others = {
         "tinyllama-1.1b fp32 sdpa": dataclasses.replace(main, attn="sdpa"),
         "gpt2 fp32 eager B=1 S=1024 (seed 001's architecture; dropout)": MemorySpec(model="gpt2", dtype="fp32", batch=1, seq=1024, attn="eager"),
     }
-    f = _t3_figures(main)
-    evidence = {"tinyllama-1.1b fp32 eager B=1 S=1024": f, **{k: _t3_figures(v) for k, v in others.items()},
-                "sweep over B, S, L, h (tinyllama-1.1b family, fp32 eager)": t3_sweep()}
+    f = _t3_figures(ctx, main)
+    evidence = {"tinyllama-1.1b fp32 eager B=1 S=1024": f, **{k: _t3_figures(ctx, v) for k, v in others.items()},
+                "sweep over B, S, L, h (tinyllama-1.1b family, fp32 eager)": t3_sweep(ctx)}
     return judge(
         "T3", predicted=f["M_act seed"], measured=f["activations measured"], unit="bytes", tolerance=ACT_TOL, loose=ACT_LOOSE,
         explanation=(f"M_act = L(14E+4BSS)+6BSV gives {gb(f['M_act seed'])} against {gb(f['activations measured'])} measured "
@@ -236,20 +222,19 @@ def t3():
                      f"peak is at the {f['peak phase']} phase"),
         corrected="verify.predict: activations tensor by tensor (norms, attention by kind, MLP, loss); peak = max(start of "
                   "backward, foreach optimizer step)",
-        corrected_value=f.get("activations corrected"), evidence=evidence, backend="fake", command=cmd(main),
+        corrected_value=f.get("activations corrected"), evidence=evidence, backend=ctx.backend, command=cmd(ctx, main),
     )
 
 
-@check("T4", "fake")
-def t4():
+def t4(ctx: Context):
     name = "llama-7b"
-    s, _, _ = model_facts(name)
+    s, _, _ = model_facts(ctx, name)
     eager = MemorySpec(model=name, dtype="bf16", batch=1, seq=2048, attn="eager")
     sdpa = dataclasses.replace(eager, attn="sdpa")
-    p = M.BYTES[eager.dtype]
+    p = dtype_bytes(eager.dtype)
     args = (s.L, s.heads, eager.batch, eager.seq, s.h, p)
     left, right = total(M.t4_left(*args)), total(M.t4_right(*args))
-    re, rs = run(eager), run(sdpa)
+    re, rs = run(ctx, eager), run(ctx, sdpa)
     corrected_eager = total(corrected(eager)["activations"])
     lower_bound_eager = re.activations_bytes >= right
     lower_bound_sdpa = rs.activations_bytes >= right
@@ -271,20 +256,19 @@ def t4():
                   "sdpa rel_error (right side)": rel_error(right, rs.activations_bytes),
                   "lower bound for eager": lower_bound_eager, "lower bound for sdpa": lower_bound_sdpa,
                   "corrected eager": corrected_eager, "corrected sdpa": total(corrected(sdpa)["activations"])},
-        backend="fake", command=cmd(eager),
+        backend=ctx.backend, command=cmd(ctx, eager),
     )
 
 
-@check("T5", "fake")
-def t5():
-    from verify.measure.sweeps import measure, slope
+def t5(ctx: Context):
+    from verify.measure.sweeps import slope
 
     name, layers = "tinyllama-1.1b", 4  # per-layer growth: four of its 22 layers show it at a fifth of the cost
     seqs = (256, 512, 768)
     base = MemorySpec(model=name, dtype="bf16", batch=1, seq=seqs[0])
     curves = {}
     for label, attn, ckpt in (("eager", "eager", False), ("sdpa", "sdpa", False), ("sdpa + checkpointing", "sdpa", True)):
-        pts = [(S, measure(dataclasses.replace(base, seq=S, attn=attn, checkpointing=ckpt), num_hidden_layers=layers).activations_bytes)
+        pts = [(S, run(ctx, dataclasses.replace(base, seq=S, attn=attn, checkpointing=ckpt), num_hidden_layers=layers).activations_bytes)
                for S in seqs]
         curves[label] = {"points": pts, **slope(pts)}
     grows = all(all(b[1] > a[1] for a, b in zip(c["points"], c["points"][1:])) for c in curves.values())
@@ -296,27 +280,26 @@ def t5():
         verdict=Verdict.CONFIRMED if grows else Verdict.REFUTED, tolerance=None,
         explanation=(f"{name} ({layers} layers) bf16 S = {', '.join(map(str, seqs))}: activations rise with S under eager, "
                      "SDPA and checkpointing; linearly with SDPA (the S² scores are never stored), quadratically with eager"),
-        evidence={"model": name, "dtype": base.dtype, "num_hidden_layers": layers, **curves}, backend="fake", command="python -m verify claims --only T5 --backend fake --json",
+        evidence={"model": name, "dtype": base.dtype, "num_hidden_layers": layers, **curves}, backend=ctx.backend, command=f"python -m verify claims --only T5 --backend {ctx.backend} --json",
     )
 
 
 # --- I: inference ---------------------------------------------------------------------------
 
 
-@check("I1", "fake")
-def i1():
+def i1(ctx: Context):
     name = "gpt2"
-    _, N, _ = model_facts(name)
+    _, N, _ = model_facts(ctx, name)
     model_bytes = total(M.weights(N, 4))
     table = {}
     for B, S in ((1, 128), (1, 1024), (8, 128), (8, 1024)):
-        tr = run(MemorySpec(model=name, dtype="fp32", batch=B, seq=S, attn="eager"))
-        ge = run(MemorySpec(model=name, mode="generate", dtype="fp32", batch=B, seq=S - 16, new_tokens=16, attn="eager"))
+        tr = run(ctx, MemorySpec(model=name, dtype="fp32", batch=B, seq=S, attn="eager"))
+        ge = run(ctx, MemorySpec(model=name, mode="generate", dtype="fp32", batch=B, seq=S - 16, new_tokens=16, attn="eager"))
         table[f"B={B} S={S}"] = {"train peak / model": round(tr.peak_bytes / model_bytes, 3),
                                  "generate peak / model": round(ge.peak_bytes / model_bytes, 3),
                                  "train peak": tr.peak_bytes, "generate peak": ge.peak_bytes}
     main = MemorySpec(model=name, dtype="fp32", batch=1, seq=1024, attn="eager")
-    r = run(main)
+    r = run(ctx, main)
     train_ratios = [v["train peak / model"] for v in table.values()]
     gen_ratios = [v["generate peak / model"] for v in table.values()]
     return judge(
@@ -328,18 +311,17 @@ def i1():
         corrected="verify.predict: training peak = max(start of backward: 16N + activations(B, S) + 8nV, foreach "
                   "step: 20N); generation: 4N + KV + logits",
         corrected_value=sum(corrected(main)["peak"].values()),
-        evidence={"model bytes (fp32)": model_bytes, "ratios": table}, backend="fake", command=cmd(main),
+        evidence={"model bytes (fp32)": model_bytes, "ratios": table}, backend=ctx.backend, command=cmd(ctx, main),
     )
 
 
-@check("I2", "fake")
-def i2():
+def i2(ctx: Context):
     name = "llama-7b"
     train = MemorySpec(model=name, dtype="bf16", batch=1, seq=2048, attn="sdpa")
     gen = MemorySpec(model=name, mode="generate", dtype="bf16", batch=1, seq=2048, new_tokens=16, attn="sdpa")
-    tr, ge = run(train), run(gen)
-    sgd = run(dataclasses.replace(train, optimizer="sgd", seq=512))
-    gen512 = run(dataclasses.replace(gen, seq=512))
+    tr, ge = run(ctx, train), run(ctx, gen)
+    sgd = run(ctx, dataclasses.replace(train, optimizer="sgd", seq=512))
+    gen512 = run(ctx, dataclasses.replace(gen, seq=512))
     bound = total(M.i2_inference_bound(tr.peak_bytes))
     holds = ge.peak_bytes <= bound
     return judge(
@@ -352,18 +334,17 @@ def i2():
         evidence={"train peak (AdamW)": tr.peak_bytes, "generate peak": ge.peak_bytes, "ratio": ge.peak_bytes / tr.peak_bytes,
                   "train peak (SGD, S=512)": sgd.peak_bytes, "generate peak (S=512)": gen512.peak_bytes,
                   "ratio SGD S=512": gen512.peak_bytes / sgd.peak_bytes},
-        backend="fake", command=cmd(gen),
+        backend=ctx.backend, command=cmd(ctx, gen),
     )
 
 
-@check("I3", "fake")
-def i3():
+def i3(ctx: Context):
     name = "llama-7b"
-    s, N, _ = model_facts(name)
+    s, N, _ = model_facts(ctx, name)
     main = MemorySpec(model=name, mode="generate", dtype="bf16", batch=1, seq=2048, new_tokens=16, attn="sdpa")
-    r = run(main)
+    r = run(ctx, main)
     seed = 14 * 10**9
-    big = run(dataclasses.replace(main, batch=8))
+    big = run(ctx, dataclasses.replace(main, batch=8))
     kv = total(M.kv_cache(s.L, 1, M.cached_positions(2048, 16), s.kv_heads, s.head_dim, 2))
     return judge(
         "I3", predicted=seed, measured=r.peak_bytes, unit="bytes", tolerance=SIZE_TOL, loose=SIZE_LOOSE,
@@ -376,18 +357,17 @@ def i3():
         evidence={"weights": r.params_bytes, "kv_cache": r.kv_cache_bytes, "working memory": r.activations_bytes,
                   "peak": r.peak_bytes, "peak phase": r.peak_phase, "peak at batch 8": big.peak_bytes,
                   "kv at batch 8": big.kv_cache_bytes},
-        backend="fake", command=cmd(main),
+        backend=ctx.backend, command=cmd(ctx, main),
     )
 
 
-@check("I4", "fake")
-def i4():
+def i4(ctx: Context):
     rows = {}
     first = None
     for name in ("llama3-8b", "llama-7b"):
-        s, _, _ = model_facts(name)
+        s, _, _ = model_facts(ctx, name)
         spec = MemorySpec(model=name, mode="generate", dtype="bf16", batch=2, seq=512, new_tokens=8, attn="sdpa")
-        r = run(spec)
+        r = run(ctx, spec)
         T = M.cached_positions(spec.seq, spec.new_tokens)
         formula = total(M.kv_cache(s.L, spec.batch, T, s.kv_heads, s.head_dim, 2))
         mha_style = total(M.kv_cache(s.L, spec.batch, T, s.heads, s.head_dim, 2))
@@ -400,31 +380,43 @@ def i4():
         explanation=("the KV tensors read from transformers' DynamicCache equal 2·L·b·s·n_kv·d_head·p to the byte for GQA "
                      "(Llama-3-8B, 8 of 32 heads) and MHA (LLaMA-7B), with s = prompt + new tokens − 1; counting all heads "
                      "(2·L·b·s·h·p) would overstate Llama-3-8B's cache 4×"),
-        evidence=rows, backend="fake", command=cmd(spec),
+        evidence=rows, backend=ctx.backend, command=cmd(ctx, spec),
     )
 
 
-# --- the same checks on a GPU ---------------------------------------------------------------
-
-ON_CUDA = ("T1", "T2", "T3", "T4", "I1", "I2", "I3", "I4")  # their main runs go through `run`; T3's L/h sweep
-# and T5 (cut layers) stay on fake tensors
+# --- the seeds' figures beside one run (the `memory --seeds` table) -------------------------
 
 
-def on_cuda(fake_check):
-    """The check `fake_check` with every run measured by the cuda backend instead."""
-
-    def cuda_check():
-        token = BACKEND.set("cuda")
-        try:
-            claim = fake_check()
-        finally:
-            BACKEND.reset(token)
-        claim.backend = "cuda"
-        claim.command = claim.command.replace("--backend fake", "--backend cuda")
-        return claim
-
-    return cuda_check
-
-
-for _id in ON_CUDA:
-    check(_id, "cuda")(on_cuda(CHECKS[_id]["fake"]))
+def seed_predictions(shape, spec, result, companion=None) -> dict[str, dict]:
+    """The seeds' figures for the run `spec` of the model `shape`, beside the measured `result`
+    (a MemoryResult), each with its relative error. `companion`: the result of the other mode on
+    the same model, dtype, batch and prompt (I2 compares generation with training)."""
+    N = total(exact(shape))
+    p = dtype_bytes(spec.dtype)
+    B, S = spec.batch, spec.seq
+    rows: dict[str, tuple[str, str, int, int]] = {}  # name -> (claim, formula, predicted, measured)
+    model_bytes = total(M.weights(N, p))
+    if spec.mode == "train":
+        state = result.params_bytes + result.grads_bytes + result.optimizer_bytes
+        rows["T1 (x+y+12)N"] = ("T1", f"x = y = {p}", total(M.t1_model_state(N, p, p)), state)
+        steady = result.snapshots.get("steady", {}).get("total", 0) - result.buffers_bytes
+        rows["T2 M_steady = 16N+8BD"] = ("T2", "D = S", total(M.t2_steady(N, B, S)), steady)
+        rows["T3 M_act = L(14E+4BSS)+6BSV"] = ("T3", "E = BSH", total(M.t3_activations(shape.L, B, S, shape.h, shape.V)), result.activations_bytes)
+        rows["T3 M_peak = M_steady+M_act+4BSV"] = ("T3", "", total(M.t3_peak(N, shape.L, B, S, shape.h, shape.V)), result.peak_bytes)
+        args = (shape.L, shape.heads, B, S, shape.h, p)
+        rows["T4 L(9bshp+bsh+2abssp+abss+2bshp)"] = ("T4", f"p = {p}", total(M.t4_left(*args)), result.activations_bytes)
+        rows["T4 Lbshp[16+2/p+(as/h)(2+1/p)]"] = ("T4", f"p = {p}", total(M.t4_right(*args)), result.activations_bytes)
+        rows["I1 training ≈ 4 × model"] = ("I1", "model = N·p", total(M.i1_working_memory(model_bytes, "train")), result.peak_bytes)
+        if companion is not None:
+            rows["I2 inference ≤ training/4"] = ("I2", "bound on the generation peak", total(M.i2_inference_bound(result.peak_bytes)), companion.peak_bytes)
+    else:
+        rows["I1 inference ≈ 2 × model"] = ("I1", "model = N·p", total(M.i1_working_memory(model_bytes, "generate")), result.peak_bytes)
+        if companion is not None:
+            rows["I2 inference ≤ training/4"] = ("I2", "bound on the generation peak", total(M.i2_inference_bound(companion.peak_bytes)), result.peak_bytes)
+        rows["I3 weights only N·p"] = ("I3", "", total(M.i3_weights_only(N, p)), result.peak_bytes)
+        T = M.cached_positions(S, spec.new_tokens)
+        rows["I4 KV = 2·L·B·T·n_kv·d_head·p"] = ("I4", f"T = {T}", total(M.kv_cache(shape.L, B, T, shape.kv_heads, shape.head_dim, p)), result.kv_cache_bytes)
+    return {
+        name: {"claim": c, "formula": f, "predicted": pred, "measured": meas, "rel_error": rel_error(pred, meas)}
+        for name, (c, f, pred, meas) in rows.items()
+    }

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import math
 
-from verify.claims import Verdict, check, judge
+from verify.claims import Context, Verdict, judge
 from verify.formulas import other as F
-from verify.units import fmt_bytes, rel_error
+from verify.units import GB, GiB, fmt_bytes, rel_error
 
 
 def _cmd(claim_id: str) -> str:
@@ -19,8 +19,7 @@ def _cmd(claim_id: str) -> str:
 # --- number formats ----------------------------------------------------------------------------
 
 
-@check("N1", "cpu")
-def n1():
+def n1(ctx: Context):
     from verify.measure.numerics import float_formats
 
     seed = F.float_formats_table()
@@ -57,12 +56,11 @@ def n1():
             "unbiased exponent is -14..15, not '(-14 - 15)'"
         ),
         evidence={"formats": rows, "fp16 max by the seed's formula 2^(30-15)·(1+1023/1024)": fp16_by_formula},
-        backend="cpu", command=_cmd("N1"),
+        backend=ctx.backend, command=_cmd("N1"),
     )
 
 
-@check("B1", "cpu")
-def b1():
+def b1(ctx: Context):
     import torch
 
     from verify.configs import load_config
@@ -96,14 +94,13 @@ def b1():
         corrected_value=0.5 + 2 * 2 / g,
         evidence={"per dtype": rows, "quanto llama-7b bf16": {w: v.as_dict() for w, v in q.items()},
                   "tiny-llama quantized on CPU has the same tensors and bytes as on meta": cpu_equals_meta},
-        backend="cpu", command=_cmd("B1"),
+        backend=ctx.backend, command=_cmd("B1"),
     )
 
 
-@check("B4", "arith")
-def b4():
+def b4(ctx: Context):
     nbytes = F.total(F.fp16_model_bytes(14))
-    gib = nbytes / F.GiB
+    gib = nbytes / GiB
     seed_formula = 1_400_000_000 * 2 / 1024**3  # the seed's written 1,400,000,000 · 2 / 1024 / 1024 / 1024
     return judge(
         "B4", predicted=28.0, measured=gib, unit="GiB (bytes / 1024³)", tolerance=0.01,
@@ -114,16 +111,15 @@ def b4():
         inconsistency=(f"the seed writes 1,400,000,000 (1.4e9, not 14e9) · 2 / 1024³ = {seed_formula:.3f}, and sets "
                        "/1024³ ≈ /10⁹ although they differ by 7.4%"),
         corrected=f"P_B·1e9·2 bytes = 2·P_B GB = 2·P_B·10⁹/2³⁰ GiB: 28 GB = {gib:.2f} GiB",
-        evidence={"bytes": nbytes, "GB": nbytes / F.GB, "GiB": gib, "seed's written formula": seed_formula},
-        backend="arith", command=_cmd("B4"),
+        evidence={"bytes": nbytes, "GB": nbytes / GB, "GiB": gib, "seed's written formula": seed_formula},
+        backend=ctx.backend, command=_cmd("B4"),
     )
 
 
 # --- checkpoint sizes ----------------------------------------------------------------------------
 
 
-@check("B3", "cpu")
-def b3():
+def b3(ctx: Context):
     import tempfile
     from pathlib import Path
 
@@ -158,17 +154,16 @@ def b3():
             f"{rel_error(estimate, size.total_bytes):+.1%} because it uses 7e9 parameters for a model of {n / 1e9:.2f}B."
         ),
         corrected="8 + len(JSON header) + 2·N bytes, N the counted parameters",
-        corrected_value=8 + size.header_bytes + 2 * n,
-        evidence={"llama-7b fp16": size.as_dict(), "parameters": n, "GiB": size.total_bytes / F.GiB,
+        corrected_value=F.total(F.safetensors_file_bytes(size.header_bytes, 2 * n)),
+        evidence={"llama-7b fp16": size.as_dict(), "parameters": n, "GiB": size.total_bytes / GiB,
                   "sharded at max_shard_size=10GB (files, bytes)": split, "sharded total": sum(split.values()),
                   "seed estimate 7B × 2": estimate, "estimate rel error": rel_error(estimate, size.total_bytes),
                   "rule confirmed byte-exactly on written files": confirmations},
-        backend="cpu", command=_cmd("B3"),
+        backend=ctx.backend, command=_cmd("B3"),
     )
 
 
-@check("B6", "meta")
-def b6():
+def b6(ctx: Context):
     import torch
 
     from verify.build import build
@@ -195,26 +190,29 @@ def b6():
             "below 14 GB: that gap is the 6.74B parameters."
         ),
         inconsistency="seed 004 lists fp32 norms among the reasons the files (13.5 GB) are smaller than 7B × 2 = 14 GB, but fp32 norms add bytes",
-        evidence=rows, backend="meta", command=_cmd("B6"),
+        evidence=rows, backend=ctx.backend, command=_cmd("B6"),
     )
 
 
 # --- sampling ----------------------------------------------------------------------------------
 
 
-def _sampling():
+def _sampling(ctx: Context):
+    """The tiny model, its prompt and its next-token logits that S1-S4 share (built once per run)."""
     from verify.measure.sampling import SamplingSpec, model_and_prompt, next_token_logits
 
-    spec = SamplingSpec()
-    model, prompt = model_and_prompt(spec)
-    return spec, model, prompt, next_token_logits(model, prompt)
+    def build():
+        spec = SamplingSpec()
+        model, prompt = model_and_prompt(spec)
+        return spec, model, prompt, next_token_logits(model, prompt)
+
+    return ctx.memo(("sampling",), build)
 
 
-@check("S1", "cpu")
-def s1():
+def s1(ctx: Context):
     from verify.measure.sampling import entropy_vs_temperature, temperature_divides
 
-    spec, _, _, logits = _sampling()
+    spec, _, _, logits = _sampling(ctx)
     temps = (0.25, 0.5, 0.8, 1.0, 1.5, 2.0, 4.0)
     H = entropy_vs_temperature(logits, temps)
     increasing = all(H[a] < H[b] for a, b in zip(temps, temps[1:]))
@@ -230,15 +228,14 @@ def s1():
         ),
         evidence={"entropy (nats) by T": H, "ln V": math.log(logits.shape[-1]),
                   "strictly increasing": increasing, "warper output == logits / T": divides, "model": spec.model},
-        backend="cpu", command=_cmd("S1"),
+        backend=ctx.backend, command=_cmd("S1"),
     )
 
 
-@check("S2", "cpu")
-def s2():
+def s2(ctx: Context):
     from verify.measure.sampling import top_k_edges
 
-    spec, _, _, logits = _sampling()
+    spec, _, _, logits = _sampling(ctx)
     e = top_k_edges(logits, spec.top_k)
     return judge(
         "S2", predicted=spec.top_k, measured=e["kept"], unit="tokens kept", tolerance=0,
@@ -248,17 +245,16 @@ def s2():
             f"{e['V']}; edge cases: a tie at the K-th value keeps all tied tokens ({e['tie at the K-th value, kept']}), "
             "K larger than V keeps the whole vocabulary, K = 0 is rejected (generate() treats top_k=0 as off)."
         ),
-        evidence=e, backend="cpu", command=_cmd("S2"),
+        evidence=e, backend=ctx.backend, command=_cmd("S2"),
     )
 
 
-@check("S3", "cpu")
-def s3():
+def s3(ctx: Context):
     from transformers.generation.logits_process import TopPLogitsWarper
 
     from verify.measure.sampling import kept, top_p_edges
 
-    spec, _, _, logits = _sampling()
+    spec, _, _, logits = _sampling(ctx)
     row = logits[0].tolist()
     V = len(row)
     grid = [round(0.1 * i, 1) for i in range(11)]
@@ -279,17 +275,16 @@ def s3():
             "(greedy), P outside [0, 1] is rejected; with ties at the cut the kept tokens depend on sort order "
             f"(4 tied tokens, P = 0.3: kept ids {e['ties: 4 tokens at p=0.25 each, P=0.3, kept']})."
         ),
-        evidence={"kept by P": sizes, "edges": e}, backend="cpu", command=_cmd("S3"),
+        evidence={"kept by P": sizes, "edges": e}, backend=ctx.backend, command=_cmd("S3"),
     )
 
 
-@check("S4", "cpu")
-def s4():
+def s4(ctx: Context):
     import torch
 
     from verify.measure.sampling import generate_order, kept, order_effect, sample_frequencies
 
-    spec, model, prompt, _ = _sampling()
+    spec, model, prompt, _ = _sampling(ctx)
     g = generate_order(model, prompt, spec)
     raw, processed = g.pop("raw"), g.pop("processed")
     seed = F.seed_sampling(raw[0].tolist(), spec.temperature, spec.top_k, spec.top_p)
@@ -315,15 +310,14 @@ def s4():
         ),
         evidence={**g, "kept set size by order": orders, "seed procedure kept": len(seed), "same kept set": same_set,
                   "max |p_generate - p_seed|": max_dp, "sampling test (seed 0, p >= 0.001 required)": freq},
-        backend="cpu", command=_cmd("S4"),
+        backend=ctx.backend, command=_cmd("S4"),
     )
 
 
 # --- LoRA ---------------------------------------------------------------------------------------
 
 
-@check("L1", "cpu")
-def l1():
+def l1(ctx: Context):
     from verify.measure.lora import SeedLoraSpec, seed_layer
 
     spec = SeedLoraSpec()
@@ -344,12 +338,11 @@ def l1():
         ),
         corrected="output = x@W + (α/r)·x@A@B; W' = W + (α/r)·A@B",
         evidence={**m, "seed A, B": F.lora_params(spec.d_in, spec.d_out, spec.r)},
-        backend="cpu", command=_cmd("L1"),
+        backend=ctx.backend, command=_cmd("L1"),
     )
 
 
-@check("L2", "cpu")
-def l2():
+def l2(ctx: Context):
     from verify.measure.lora import wrapped_modules
 
     runs = [wrapped_modules(m, t) for m in ("tiny-llama", "tiny-gpt2", "tiny-qwen2", "tiny-bloom") for t in (None, "all-linear")]
@@ -382,12 +375,11 @@ def l2():
             "each exactly Σ r·(d_in + d_out) over the wrapped layers."
         ),
         evidence={"runs": runs, "target_modules=[lm_head, embed_tokens]": asked, "llama-7b, r=8 (meta)": full_size},
-        backend="cpu", command=_cmd("L2"),
+        backend=ctx.backend, command=_cmd("L2"),
     )
 
 
-@check("L3", "cpu")
-def l3():
+def l3(ctx: Context):
     from verify.measure.lora import StepSpec, lora_vs_full
 
     spec = StepSpec()
@@ -408,15 +400,14 @@ def l3():
             f"+ AdamW state {r['state bytes full/lora']:.1f}× smaller."
         ),
         evidence={**r, "spec": dict(spec.__dict__)},
-        backend="cpu", command=_cmd("L3"),
+        backend=ctx.backend, command=_cmd("L3"),
     )
 
 
 # --- masks --------------------------------------------------------------------------------------
 
 
-@check("A1", "cpu")
-def a1():
+def a1(ctx: Context):
     from verify.measure.masks import MaskSpec, padded_vs_alone
 
     tol = 1e-5  # fp32 logits of magnitude ~1; batched and single runs differ only in summation order
@@ -436,15 +427,14 @@ def a1():
             "padding needs no mask in a causal model (padding comes after the real tokens); GPT-2's learned "
             f"positions also need position_ids counted over real tokens (mask alone: {gpt2['left padding, with mask']:.2f})."
         ),
-        evidence=rows, backend="cpu", command=_cmd("A1"),
+        evidence=rows, backend=ctx.backend, command=_cmd("A1"),
     )
 
 
 # --- scaling arithmetic, quality ---------------------------------------------------------------------
 
 
-@check("T7", "arith")
-def t7():
+def t7(ctx: Context):
     terms = F.scaling_multiplier(alpha=0.07, improvement=0.10)
     right = terms["(1+gain)^(1/α)"]
     return judge(
@@ -456,12 +446,11 @@ def t7():
         ),
         corrected="(1 + 0.10)^(1/α)", corrected_value=right,
         inconsistency=f"the seed writes 10^(1/α) ≈ 3.7, but 10^(1/0.07) = {terms['10^(1/α)']:.3g}",
-        evidence=terms, backend="arith", command=_cmd("T7"),
+        evidence=terms, backend=ctx.backend, command=_cmd("T7"),
     )
 
 
-@check("Q1", "meta")
-def q1():
+def q1(ctx: Context):
     import torch
 
     from verify.build import build
@@ -484,15 +473,14 @@ def q1():
         ),
         evidence={"llama-13b int8 (quanto, meta)": q13.as_dict(), "llama-7b bf16 bytes": p7.bytes, "llama-7b params": p7.total,
                   "seed's 1 and 2 bytes per parameter": seed_side},
-        backend="meta", command=_cmd("Q1"),
+        backend=ctx.backend, command=_cmd("Q1"),
     )
 
 
 # --- P14: embedding padding ----------------------------------------------------------------------
 
 
-@check("P14", "meta")
-def p14():
+def p14(ctx: Context):
     from verify.build import build
     from verify.configs import load_config
 
@@ -522,5 +510,5 @@ def p14():
                   "next multiple of 128 above the tokens": next128,
                   "how established": {"rows, h, tying": "meta-built module", "vocab_size, bos/eos id": "models/qwen2-0.5b.json",
                                       "alignment": "arithmetic on the rows", "151,643 and 3 special tokens": "the seed / published tokenizer (not downloaded)"}},
-        backend="meta", command=_cmd("P14"),
+        backend=ctx.backend, command=_cmd("P14"),
     )

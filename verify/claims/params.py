@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
-from verify.claims import check, judge
+from verify.claims import Context, judge
 from verify.configs import from_dict, load_config, shape
 from verify.formulas import params as F
 from verify.units import rel_error
@@ -13,18 +11,19 @@ REAL = ("gpt2", "gpt2-medium", "gpt3-175b", "llama-7b", "llama-13b", "llama-33b"
         "llama2-70b", "llama3-8b", "tinyllama-1.1b", "qwen2-0.5b", "mixtral-8x7b", "grok-1", "bloom-7b1")
 
 
-@lru_cache(maxsize=None)
-def counted(name: str):
-    """(Shape, ParamCount) of a bundled model, built on the meta device."""
+def counted(ctx: Context, name: str):
+    """(Shape, ParamCount) of a bundled model, built on the meta device (once per ledger run)."""
     from verify.build import build
     from verify.measure.params import count
 
-    config = load_config(name)
-    return shape(config), count(build(config, device="meta"))
+    def measure():
+        config = load_config(name)
+        return shape(config), count(build(config, device="meta"))
+
+    return ctx.memo(("params", name), measure)
 
 
-@lru_cache(maxsize=None)
-def counted_variant(name: str, **fields):
+def counted_variant(ctx: Context, name: str, **fields):
     """(Shape, ParamCount) of a one-off config: a bundled one with `fields` replaced."""
     import json
 
@@ -32,9 +31,12 @@ def counted_variant(name: str, **fields):
     from verify.configs import resolve
     from verify.measure.params import count
 
-    data = {**json.loads(resolve(name).read_text()), **fields}
-    config = from_dict(data, f"{name}+{','.join(f'{k}={v}' for k, v in sorted(fields.items()))}")
-    return shape(config), count(build(config, device="meta"))
+    def measure():
+        data = {**json.loads(resolve(name).read_text()), **fields}
+        config = from_dict(data, f"{name}+{','.join(f'{k}={v}' for k, v in sorted(fields.items()))}")
+        return shape(config), count(build(config, device="meta"))
+
+    return ctx.memo(("params", name, tuple(sorted(fields.items()))), measure)
 
 
 def _cmd(model: str) -> str:
@@ -54,25 +56,24 @@ def _attention_per_layer(s) -> int:
     return F.exact(s)["attention"] // s.L
 
 
-@check("P1", "meta")
-def p1():
+def p1(ctx: Context):
     h = 1024
     rows = []
     for heads in (1, 8, 32):
         for model, label in (("tiny-llama", "no bias"), ("tiny-gpt2", "with biases")):
             if model == "tiny-gpt2":
-                s, pc = counted_variant(model, n_embd=h, n_head=heads, n_layer=1)
+                s, pc = counted_variant(ctx, model, n_embd=h, n_head=heads, n_layer=1)
             else:
-                s, pc = counted_variant(model, hidden_size=h, num_attention_heads=heads, num_key_value_heads=heads,
+                s, pc = counted_variant(ctx, model, hidden_size=h, num_attention_heads=heads, num_key_value_heads=heads,
                                         num_hidden_layers=1)
             rows.append({**_row(f"h={h}, {heads} heads, MHA, {label}", pc.by_component["attention"], F.total(F.attention_4h2(h)),
                                 _attention_per_layer(s)), "heads": heads})
     for kv in (8, 1):
-        s, pc = counted_variant("tiny-llama", hidden_size=h, num_attention_heads=32, num_key_value_heads=kv, num_hidden_layers=1)
+        s, pc = counted_variant(ctx, "tiny-llama", hidden_size=h, num_attention_heads=32, num_key_value_heads=kv, num_hidden_layers=1)
         rows.append(_row(f"h={h}, 32 heads, {'GQA' if kv > 1 else 'MQA'} {kv} kv heads", pc.by_component["attention"],
                          F.total(F.attention_4h2(h)), _attention_per_layer(s)))
     for name in ("llama2-70b", "llama3-8b", "qwen2-0.5b"):
-        s, pc = counted(name)
+        s, pc = counted(ctx, name)
         rows.append(_row(f"{name} (per layer)", pc.by_component["attention"] // s.L, F.total(F.attention_4h2(s.h)),
                          _attention_per_layer(s)))
     mha = [r for r in rows if "MHA" in r["model"]]
@@ -87,15 +88,14 @@ def p1():
             f"({worst_gqa['seed_rel_error']:+.0%} against 4h²)."
         ),
         corrected="2h·(a·d_head) + 2h·(n_kv·d_head) [+ q,k,v,o biases]", corrected_value=worst["corrected"],
-        evidence={"rows": rows}, backend="meta", command=_cmd("llama2-70b"),
+        evidence={"rows": rows}, backend=ctx.backend, command=_cmd("llama2-70b"),
     )
 
 
-@check("P2", "meta")
-def p2():
+def p2(ctx: Context):
     rows = []
     for name in ("gpt2", "gpt3-175b", "bloom-7b1", "llama-7b", "llama3-8b", "qwen2-0.5b", "mixtral-8x7b"):
-        s, pc = counted(name)
+        s, pc = counted(ctx, name)
         mlp = (pc.by_component.get("mlp", 0) + pc.by_component.get("experts", 0) + pc.by_component.get("router", 0)) // s.L
         corr = (F.exact(s)["mlp"] + F.exact(s)["router"]) // s.L
         rows.append({**_row(name, mlp, F.total(F.mlp_8h2(s.h)), corr), "d_ff/h": round(s.ffn / s.h, 3),
@@ -110,15 +110,14 @@ def p2():
             f"by the experts ({worst['model']}: {worst['seed_rel_error']:+.0%})."
         ),
         corrected="E·(2 or 3)·h·d_ff [+ biases d_ff+h] + router h·E", corrected_value=gpt2["corrected"],
-        evidence={"rows": rows}, backend="meta", command=_cmd("gpt2"),
+        evidence={"rows": rows}, backend=ctx.backend, command=_cmd("gpt2"),
     )
 
 
-@check("P3", "meta")
-def p3():
+def p3(ctx: Context):
     rows = []
     for name in ("gpt2", "gpt3-175b", "bloom-7b1", "llama-7b", "qwen2-0.5b"):
-        s, pc = counted(name)
+        s, pc = counted(ctx, name)
         rows.append({**_row(name, pc.by_component["norms"], F.total(F.layernorm_2h(s.h, s.L)), F.exact(s)["norms"]),
                      "norm": s.norm})
     return judge(
@@ -128,30 +127,28 @@ def p3():
             f"doubles it ({rows[3]['seed_rel_error']:+.0%}), and BLOOM adds one LayerNorm after the embedding."
         ),
         corrected="(2L+1)·h for RMSNorm; (2L+1)·2h for LayerNorm, +2h for an embedding LayerNorm",
-        corrected_value=rows[0]["corrected"], evidence={"rows": rows}, backend="meta", command=_cmd("llama-7b"),
+        corrected_value=rows[0]["corrected"], evidence={"rows": rows}, backend=ctx.backend, command=_cmd("llama-7b"),
     )
 
 
-@check("P4", "meta")
-def p4():
+def p4(ctx: Context):
     rows = []
     for name in REAL:
-        s, pc = counted(name)
+        s, pc = counted(ctx, name)
         rows.append(_row(name, pc.by_component["embedding"], F.total(F.embedding_Vh(s.V, s.h))))
     worst = max(rows, key=lambda r: abs(r["seed_rel_error"]))
     return judge(
         "P4", predicted=worst["seed"], measured=worst["measured"], unit="params", tolerance=0.0,
         explanation=f"The token embedding is exactly V·h in all {len(rows)} bundled architectures (V = rows of the "
                     "embedding matrix, which can exceed the tokenizer's vocabulary, see P14).",
-        evidence={"rows": rows}, backend="meta", command=_cmd("qwen2-0.5b"),
+        evidence={"rows": rows}, backend=ctx.backend, command=_cmd("qwen2-0.5b"),
     )
 
 
-@check("P5", "meta")
-def p5():
+def p5(ctx: Context):
     rows = []
     for name in REAL:
-        s, pc = counted(name)
+        s, pc = counted(ctx, name)
         rows.append({**_row(name, pc.by_component.get("output_head", 0), F.total(F.output_head(s.V, s.h, s.tied))),
                      "tied": s.tied, "shared_tensors": [list(t) for t in pc.tied]})
     worst = max(rows, key=lambda r: abs(r["measured"] - r["seed"]))
@@ -161,15 +158,14 @@ def p5():
         tolerance=0.0,
         explanation=("Tied heads (GPT-2, BLOOM, Qwen2-0.5B, Grok-1) share the embedding Parameter and add 0; untied "
                      "heads (LLaMA, Mixtral) add exactly V·h." if ok else f"{worst['model']} differs"),
-        evidence={"rows": rows}, backend="meta", command=_cmd("llama-7b"),
+        evidence={"rows": rows}, backend=ctx.backend, command=_cmd("llama-7b"),
     )
 
 
-@check("P6", "meta")
-def p6():
+def p6(ctx: Context):
     rows = []
     for name in ("gpt2", "gpt3-175b", "llama-7b", "llama3-8b", "bloom-7b1"):
-        s, pc = counted(name)
+        s, pc = counted(ctx, name)
         rows.append({**_row(name, pc.by_component.get("positions", 0), F.total(F.positions_Nh(s.max_positions, s.h, s.positions))),
                      "positions": s.positions, "buffer_elements": pc.buffers})
     return judge(
@@ -177,15 +173,14 @@ def p6():
         tolerance=0.0,
         explanation="GPT-2's learned wpe is exactly N·h; RoPE keeps only an inv_freq buffer (not a parameter, "
                     "d_head/2 elements) and ALiBi (BLOOM) computes its biases, so both add 0 parameters.",
-        evidence={"rows": rows}, backend="meta", command=_cmd("gpt2"),
+        evidence={"rows": rows}, backend=ctx.backend, command=_cmd("gpt2"),
     )
 
 
-@check("P7", "meta")
-def p7():
+def p7(ctx: Context):
     rows = []
     for name in REAL:
-        s, pc = counted(name)
+        s, pc = counted(ctx, name)
         full = F.total(F.total_full(s.L, s.h, s.V))
         rows.append({**_row(name, pc.total, full, F.total(F.exact(s))),
                      "12Lh^2+Vh": F.total(F.total_approx(s.L, s.h, s.V)),
@@ -201,13 +196,12 @@ def p7():
             f"heads and above all MoE experts: {worst['model']} is {worst['seed_rel_error']:+.0%}."
         ),
         corrected="Σ exact terms: Vh + [Nh] + L·(attention with n_kv + E·(2|3)·h·d_ff + biases + norms) + [Vh untied]",
-        corrected_value=worst["corrected"], evidence={"rows": rows}, backend="meta", command=_cmd(worst["model"]),
+        corrected_value=worst["corrected"], evidence={"rows": rows}, backend=ctx.backend, command=_cmd(worst["model"]),
     )
 
 
-@check("P8", "meta")
-def p8():
-    s, pc = counted("llama-7b")
+def p8(ctx: Context):
+    s, pc = counted(ctx, "llama-7b")
     seed = F.total(F.total_approx(32, 4096, 32000))
     stated = 6.55e9
     return judge(
@@ -221,35 +215,33 @@ def p8():
         corrected="12Lh²+Vh + Vh (untied head) + L·(3h·d_ff − 8h²) + (2L+1)h (RMSNorm)",
         corrected_value=F.total(F.exact(s)),
         evidence={"seed_arithmetic": seed, "seed_stated": stated, "measured": pc.total, "missed_terms": F.p7_corrections(s)},
-        backend="meta", command=_cmd("llama-7b"),
+        backend=ctx.backend, command=_cmd("llama-7b"),
     )
 
 
-@check("P9", "meta")
-def p9():
+def p9(ctx: Context):
     rows = []
     for name, nominal in (("llama-7b", 7e9), ("llama-13b", 13e9), ("llama-33b", 33e9), ("llama-65b", 65e9)):
-        _, pc = counted(name)
+        _, pc = counted(ctx, name)
         rows.append({"model": name, "nominal": nominal, "measured": pc.total, "nominal_rel_error": rel_error(nominal, pc.total)})
     worst = max(rows, key=lambda r: abs(r["nominal_rel_error"]))
     return judge(
         "P9", predicted=worst["nominal"], measured=worst["measured"], unit="params", tolerance=0.05, loose=0.10,
         explanation=("The names are rounded counts: " + ", ".join(f"{r['model']} = {r['measured']:,}" for r in rows)
                      + f"; the largest gap is {worst['model']} ({worst['nominal_rel_error']:+.1%})."),
-        evidence={"rows": rows, "counts": {r["model"]: r["measured"] for r in rows}}, backend="meta",
+        evidence={"rows": rows, "counts": {r["model"]: r["measured"] for r in rows}}, backend=ctx.backend,
         command=_cmd("llama-33b"),
     )
 
 
-@check("P10", "meta")
-def p10():
+def p10(ctx: Context):
     d, d_ff, n, V = 768, 3072, 12, 50_000
-    s, pc = counted_variant("gpt2", vocab_size=V, bos_token_id=0, eos_token_id=0)
+    s, pc = counted_variant(ctx, "gpt2", vocab_size=V, bos_token_id=0, eos_token_id=0)
     layer = F.seed001_layer(d, d_ff)
     seed_total = F.total(F.seed001_total(d, d_ff, n, V))
     stated = 123e8  # "123 亿" = 12.3 billion
     printed_total, stated_ffn = 123_383_808, 4_719_616  # the seed's printed figures
-    _, real = counted("gpt2")
+    _, real = counted(ctx, "gpt2")
     return judge(
         "P10", predicted=stated, measured=pc.total, unit="params", tolerance=0.01, loose=0.05,
         explanation=(
@@ -267,13 +259,12 @@ def p10():
         corrected_value=F.total(F.exact(s)),
         evidence={"seed_printed_total": printed_total, "seed_formula_total": seed_total, "seed_layer_terms": layer, "measured_per_layer": pc.per_layer,
                   "measured_by_component": pc.by_component, "real_gpt2_total": real.total},
-        backend="meta", command=_cmd("gpt2"),
+        backend=ctx.backend, command=_cmd("gpt2"),
     )
 
 
-@check("P11", "meta")
-def p11():
-    s, pc = counted("gpt2")
+def p11(ctx: Context):
+    s, pc = counted(ctx, "gpt2")
     d, d_ff = s.h, s.ffn
     layer = F.seed001_layer(d, d_ff)
     predicted = layer["attention 4d^2"] + layer["FFN 2*d*d_ff"] + layer["FFN biases d_ff + d"]
@@ -287,13 +278,12 @@ def p11():
         inconsistency="biases are counted in the FFN term and not in the attention term of the same formula",
         corrected="attention 4d² + 4d; FFN 2·d·d_ff + d_ff + d", corrected_value=4 * d * d + 4 * d + 2 * d * d_ff + d_ff + d,
         evidence={"measured_attention_per_layer": attn, "measured_mlp_per_layer": mlp, "seed_terms": layer},
-        backend="meta", command=_cmd("gpt2"),
+        backend=ctx.backend, command=_cmd("gpt2"),
     )
 
 
-@check("P12", "meta")
-def p12():
-    s, pc = counted("gpt3-175b")
+def p12(ctx: Context):
+    s, pc = counted(ctx, "gpt3-175b")
     stated_layer, stated_total = 1.1e8, 105.6e8
     written = F.total(F.seed001_gpt3_layer(s.h, s.ffn))
     return judge(
@@ -307,14 +297,13 @@ def p12():
         corrected="per layer 12d² + 13d; total L·(12d²+13d) + V·d + N·d + 2d", corrected_value=F.total(F.exact(s)) // s.L,
         evidence={"measured_per_layer": pc.per_layer, "measured_total": pc.total, "stated_total": stated_total,
                   "seed_written_terms": written},
-        backend="meta", command=_cmd("gpt3-175b"),
+        backend=ctx.backend, command=_cmd("gpt3-175b"),
     )
 
 
-@check("P13", "meta")
-def p13():
-    _, gpt3 = counted("gpt3-175b")
-    _, grok = counted("grok-1")
+def p13(ctx: Context):
+    _, gpt3 = counted(ctx, "gpt3-175b")
+    _, grok = counted(ctx, "grok-1")
     rows = [{"model": "gpt3-175b", "seed": 17.5e9, "measured": gpt3.total, "seed_rel_error": rel_error(17.5e9, gpt3.total)},
             {"model": "grok-1", "seed": 31.4e9, "measured": grok.total, "seed_rel_error": rel_error(31.4e9, grok.total)}]
     return judge(
@@ -322,6 +311,6 @@ def p13():
         explanation=(f"Both figures are 10× too small: the GPT-3-shaped module has {gpt3.total:,} (175 billion) and "
                      f"the Grok-1-shaped MoE {grok.total:,} (314 billion published, 8 experts)."),
         corrected="175 billion and 314 billion", corrected_value=175e9,
-        evidence={"rows": rows}, backend="meta", command=_cmd("grok-1"),
+        evidence={"rows": rows}, backend=ctx.backend, command=_cmd("grok-1"),
     )
 

@@ -3,11 +3,11 @@ fake process group (verify.measure.shard), beside DeepSpeed's published ZeRO-2/Z
 
 from __future__ import annotations
 
-from verify.claims import Verdict, check, judge
+from verify.claims import Context, Verdict, judge
 from verify.formulas import shard as F
-from verify.units import fmt_bytes
+from verify.units import GB, fmt_bytes
 
-GPU_SIZES_GB = (24, 40, 80, 141)  # RTX 4090 / A100-40GB / A100-80GB, H100-80GB / H200
+GPU_SIZES_GB = (24, 40, 80, 141)  # the rule's "GPU Size in GB" for RTX 4090 / A100-40GB / A100-80GB, H100-80GB / H200
 # "Llama3 7B" does not exist: Llama 3 has 8B (llama3-8b); llama-7b is the 7B the rule's arithmetic uses
 TABLE_MODELS = ("llama-7b", "llama3-8b", "llama-13b", "llama3-70b", "llama3-405b")
 HEADLINE = ("llama3-8b", 24)  # model and GPU size (GB) of the seed's worked example, measured to the end
@@ -23,6 +23,7 @@ INFER = dict(strategy="fsdp", mode="infer", dtype="bf16", precision="pure", batc
 # batch, sequence or checkpointing term
 VARIANTS = {"no checkpointing, seq 2048": dict(TRAIN, checkpointing=False),
             "no checkpointing, seq 512": dict(TRAIN, checkpointing=False, seq=512)}
+SWEEP_WORLD_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)  # N of the per-GPU peak plot
 REFERENCE_N = 2  # world size of the one measured run per model and mode (carrying it up to larger N is exact, see the tests)
 TOLERANCE, LOOSE = 0.15, 0.35  # on the GPU count: ~1 GPU in 7 for CONFIRMED, ~2-3 in 7 for APPROXIMATE
 
@@ -40,7 +41,8 @@ def gpu_count_table(models=TABLE_MODELS, gpu_sizes=GPU_SIZES_GB, confirm=(HEADLI
     other N; the (model, GPU) pairs in `confirm` measured at the answer and one below), beside the
     T6 rule and DeepSpeed's ZeRO-2/ZeRO-3 estimators. Returns {"rows": [...], "references": {...} (per-rank
     figures of the measured runs), "results": {...} (those runs' whole results)}."""
-    from verify.measure.shard import ShardSpec, measure_shard, min_world_size, model_facts
+    from verify.measure.shard import ShardSpec, measure_shard, model_facts
+    from verify.predict.shard import min_world_size
 
     rows, references, results = [], {}, {}
     for model in models:
@@ -53,7 +55,7 @@ def gpu_count_table(models=TABLE_MODELS, gpu_sizes=GPU_SIZES_GB, confirm=(HEADLI
             references[f"{model}/{fields['mode']}"] = {"world_size": reference_n, **{
                 k: v for k, v in ref["per_rank"].items() if k not in ("segments", "grad_order")}}
         for gpu_gb in gpu_sizes:
-            gpu_bytes = int(gpu_gb * F.GB)
+            gpu_bytes = int(gpu_gb * GB)
             rule = F.t6_training_gpus(P, gpu_gb)
             row = {"model": model, "params": P, "gpu_gb": gpu_gb,
                    "rule_train": round(rule["gpus"], 2), "rule_train_ceil": rule["gpus_ceil"],
@@ -62,8 +64,8 @@ def gpu_count_table(models=TABLE_MODELS, gpu_sizes=GPU_SIZES_GB, confirm=(HEADLI
                    "deepspeed_zero3": F.smallest_fitting(lambda n: F.total(F.deepspeed_zero3_gpu_bytes(P, largest, n)), gpu_bytes)}
             for fields in (train, infer):
                 mode = fields["mode"]
-                spec = ShardSpec(model=model, world_size=reference_n, gpu_gb=gpu_gb, **fields)
-                found = min_world_size(spec, confirm=(model, gpu_gb) in confirm, reference=refs[mode])
+                spec = ShardSpec(model=model, world_size=reference_n, **fields)
+                found = min_world_size(spec, gpu_bytes, measure_shard, reference=refs[mode], confirm=(model, gpu_gb) in confirm)
                 row[f"measured_{mode}"] = found["min_world_size"]
                 row[f"measured_{mode}_confirmed"] = found["confirmed"]
                 row[f"measured_{mode}_peaks"] = found["measured_peaks"]
@@ -78,15 +80,15 @@ def gpu_count_table(models=TABLE_MODELS, gpu_sizes=GPU_SIZES_GB, confirm=(HEADLI
 
 def _weights_bytes(infer_result: dict) -> int:
     """All the model's weight bytes, from an inference run's spec and the exact closed form at N = 1."""
-    from verify.measure.shard import ShardSpec, closed_form_persistent, model_facts
+    from verify.measure.shard import ShardSpec
+    from verify.predict.shard import closed_form_persistent
 
-    spec = ShardSpec(**infer_result["spec"])
-    return closed_form_persistent(spec, model_facts(spec.model)["param_shapes"], 1)["params"]
+    return closed_form_persistent(ShardSpec(**infer_result["spec"]), infer_result["param_shapes"], 1)["params"]
 
 
-@check("T6", "fake")
-def t6():
-    from verify.measure.shard import ShardSpec, extrapolated_peak, min_world_size, model_facts
+def t6(ctx: Context):
+    from verify.measure.shard import STRATEGIES, ShardSpec, measure_shard
+    from verify.predict.shard import extrapolated_peak, min_world_size, sweep_rows
 
     model, gpu_gb = HEADLINE
     table = gpu_count_table()
@@ -94,13 +96,18 @@ def t6():
     head = next(r for r in rows if r["model"] == model and r["gpu_gb"] == gpu_gb)
     measured = head["measured_train"]
     # what a rank holds that no N divides: the peak carried to a world so large that every shard is one row
-    not_divided = extrapolated_peak(table["results"][f"{model}/train"], model_facts(model)["param_shapes"], 1 << 20)
+    not_divided = extrapolated_peak(table["results"][f"{model}/train"], 1 << 20)
     rule = F.t6_training_gpus(head["params"], gpu_gb)
     variants = {}
     for label, fields in VARIANTS.items():
-        found = min_world_size(ShardSpec(model=model, world_size=REFERENCE_N, gpu_gb=gpu_gb, **fields), confirm=False)
+        found = min_world_size(ShardSpec(model=model, world_size=REFERENCE_N, **fields), int(gpu_gb * GB), measure_shard, confirm=False)
         variants[label] = {"min_world_size": found["min_world_size"], "measured_peaks": found["measured_peaks"],
                            "command": _command(model, gpu_gb, fields)}
+    # the per-GPU peak against N for every strategy (the report's plot draws these rows): one
+    # measured run per strategy at REFERENCE_N, carried to the other N
+    references = {st: table["results"][f"{model}/train"] if st == TRAIN["strategy"] else
+                  measure_shard(ShardSpec(model=model, world_size=REFERENCE_N, **dict(TRAIN, strategy=st))) for st in STRATEGIES}
+    per_gpu = sweep_rows(references, SWEEP_WORLD_SIZES)
     within = [r for r in rows if r["measured_train"] and abs(r["rule_train_ceil"] - r["measured_train"]) <= TOLERANCE * r["measured_train"]]
     trainable = [r for r in rows if r["measured_train"]]
     ratios = "; ".join(f"{r['model']} {r['gpu_gb']} GB {r['measured_train']}/{r['measured_infer']}"
@@ -135,14 +142,15 @@ def t6():
                   "activations, logits, gathered layers and their unsharded gradients for batch × seq (measured at one N, "
                   "not divided by N)",
         corrected_value=head["extrapolated_train"],
-        inconsistency=f"the seed's own arithmetic (7·18·1.25)/24 = {7 * 18 * 1.25 / 24:.2f} → 7; \"Llama3 7B\" does not exist "
+        inconsistency=f"the seed's own arithmetic (7·18·1.25)/24 = {F.t6_training_gpus(7 * 10**9, 24)['gpus']:.2f} → 7; \"Llama3 7B\" does not exist "
                       f"(Llama 3 has 8B; its {rule['P_B']:.2f}B parameters give {rule['gpus']:.2f} → {rule['gpus_ceil']})",
         evidence={"table": rows, "references": table["references"], "train_spec": TRAIN, "infer_spec": INFER,
                   "variants": variants, "rule_for_real_params": rule, "gpu_sizes_gb": list(GPU_SIZES_GB),
+                  "per_gpu_sweep": per_gpu,
                   "note": "measured_* = smallest N from one measured run per model and mode (world size "
                           f"{REFERENCE_N}) with the exact persistent part carried to other N; "
                           "*_confirmed = also measured at N and N-1; weights_split_plus_kv_infer = smallest N with "
                           "weights/N + KV cache <= GPU (both measured), what an ideal tensor-parallel server needs"},
-        backend="fake",
+        backend=ctx.backend,
         command=_command(model, gpu_gb, TRAIN),
     )

@@ -9,12 +9,9 @@ a heads, n_kv key/value heads, d_head head dimension.
 
 from __future__ import annotations
 
-from verify.formulas.params import exact as exact_params
-from verify.formulas.params import total
+from verify.units import FP32
 
-BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}  # bytes per element of each dtype name
-STEP_BYTES = 4  # Adam's per-tensor step counter: a 0-dim fp32 tensor
-INPUT_BYTES = 8  # token ids are int64
+STEP_BYTES = FP32  # Adam's per-tensor step counter: a 0-dim fp32 tensor
 
 
 # --- exact closed forms of the persistent categories ---------------------------------------
@@ -119,43 +116,3 @@ def i3_weights_only(N: int, p: int) -> dict[str, int]:
     """I3 (seed 003): a 7B model needs 28 GB in fp32, 14 GB in bf16, 7 GB in int8 for inference:
     the weights N·p and nothing else."""
     return {"N·p": N * p}
-
-
-# --- everything a run's JSON puts beside its measurement ------------------------------------
-
-
-def seed_predictions(shape, spec, result, companion=None) -> dict[str, dict]:
-    """The seeds' figures for the run `spec` of the model `shape`, beside the measured `result`
-    (a MemoryResult), each with its relative error. `companion`: the result of the other mode on
-    the same model, dtype, batch and prompt (I2 compares generation with training)."""
-    from verify.units import rel_error
-
-    N = total(exact_params(shape))
-    p = BYTES[spec.dtype]
-    B, S = spec.batch, spec.seq
-    rows: dict[str, tuple[str, str, int, int]] = {}  # name -> (claim, formula, predicted, measured)
-    model_bytes = total(weights(N, p))
-    if spec.mode == "train":
-        state = result.params_bytes + result.grads_bytes + result.optimizer_bytes
-        rows["T1 (x+y+12)N"] = ("T1", f"x = y = {p}", total(t1_model_state(N, p, p)), state)
-        steady = result.snapshots.get("steady", {}).get("total", 0) - result.buffers_bytes
-        rows["T2 M_steady = 16N+8BD"] = ("T2", "D = S", total(t2_steady(N, B, S)), steady)
-        rows["T3 M_act = L(14E+4BSS)+6BSV"] = ("T3", "E = BSH", total(t3_activations(shape.L, B, S, shape.h, shape.V)), result.activations_bytes)
-        rows["T3 M_peak = M_steady+M_act+4BSV"] = ("T3", "", total(t3_peak(N, shape.L, B, S, shape.h, shape.V)), result.peak_bytes)
-        args = (shape.L, shape.heads, B, S, shape.h, p)
-        rows["T4 L(9bshp+bsh+2abssp+abss+2bshp)"] = ("T4", f"p = {p}", total(t4_left(*args)), result.activations_bytes)
-        rows["T4 Lbshp[16+2/p+(as/h)(2+1/p)]"] = ("T4", f"p = {p}", total(t4_right(*args)), result.activations_bytes)
-        rows["I1 training ≈ 4 × model"] = ("I1", "model = N·p", total(i1_working_memory(model_bytes, "train")), result.peak_bytes)
-        if companion is not None:
-            rows["I2 inference ≤ training/4"] = ("I2", "bound on the generation peak", total(i2_inference_bound(result.peak_bytes)), companion.peak_bytes)
-    else:
-        rows["I1 inference ≈ 2 × model"] = ("I1", "model = N·p", total(i1_working_memory(model_bytes, "generate")), result.peak_bytes)
-        if companion is not None:
-            rows["I2 inference ≤ training/4"] = ("I2", "bound on the generation peak", total(i2_inference_bound(companion.peak_bytes)), result.peak_bytes)
-        rows["I3 weights only N·p"] = ("I3", "", total(i3_weights_only(N, p)), result.peak_bytes)
-        T = cached_positions(S, spec.new_tokens)
-        rows["I4 KV = 2·L·B·T·n_kv·d_head·p"] = ("I4", f"T = {T}", total(kv_cache(shape.L, B, T, shape.kv_heads, shape.head_dim, p)), result.kv_cache_bytes)
-    return {
-        name: {"claim": c, "formula": f, "predicted": pred, "measured": meas, "rel_error": rel_error(pred, meas)}
-        for name, (c, f, pred, meas) in rows.items()
-    }

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 
-GB = 10**9
+from verify.formulas import total  # noqa: F401  (callers sum these formulas' terms with it)
+from verify.units import FP32
 RULE_BYTES_PER_PARAM = 18  # the seed's "memory usage factor of different components during training"
 RULE_ACTIVATION_FACTOR = 1.25  # the seed's "memory quantity factor required for the activation process"
 RULE_INFERENCE_DIVISORS = (8, 9)  # "for inference, it can be simplified to 1/8~1/9 of the training stage"
@@ -103,14 +104,9 @@ def persistent_per_rank(
         numel = fsdp_shard_numel(param_shapes, world_size)
     if mode != "train":
         return {"params": numel * dtype_bytes, "grads": 0, "optimizer": 0}
-    weight = 4 if precision == "mixed" else dtype_bytes
+    weight = FP32 if precision == "mixed" else dtype_bytes
     states = 0 if optimizer == "sgd" else 2
     return {"params": numel * weight, "grads": numel * weight, "optimizer": numel * weight * states}
-
-
-def total(terms: dict) -> int:
-    """Sum of a formula's terms."""
-    return sum(terms.values())
 
 
 def smallest_fitting(per_rank_bytes, gpu_bytes: int, max_n: int = 1024) -> int | None:

@@ -86,10 +86,13 @@ def header(tensor_specs: list[Spec], metadata: dict[str, str] | None = METADATA)
 
 
 def file_size(tensor_specs: list[Spec], metadata: dict[str, str] | None = METADATA) -> FileSize:
-    """B3's rule: 8 + len(JSON header) + Σ tensor bytes."""
+    """B3's rule (verify.formulas.other.safetensors_file_bytes) on these tensors' rebuilt header."""
+    from verify.formulas.other import safetensors_file_bytes, total
+
     head = len(header(tensor_specs, metadata))
     data = sum(s.nbytes for s in tensor_specs)
-    return FileSize(tensors=len(tensor_specs), header_bytes=head, tensor_bytes=data, total_bytes=8 + head + data)
+    return FileSize(tensors=len(tensor_specs), header_bytes=head, tensor_bytes=data,
+                    total_bytes=total(safetensors_file_bytes(head, data)))
 
 
 def read_header(path: str | os.PathLike) -> bytes:

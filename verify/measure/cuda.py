@@ -82,8 +82,9 @@ def device_state() -> DeviceState:
     return DeviceState(total, free, torch.cuda.memory_reserved(), torch.cuda.memory_allocated())
 
 
-def measure(spec: MemorySpec) -> MemoryResult:
-    """Run `spec` on the GPU; peak_bytes is torch.cuda.max_memory_allocated minus the baseline."""
+def measure(spec: MemorySpec, config=None) -> MemoryResult:
+    """Run `spec` on the GPU; peak_bytes is torch.cuda.max_memory_allocated minus the baseline.
+    `config`: a transformers config to build instead of loading spec.model."""
     from verify.measure.fake import run
 
     require_cuda()
@@ -93,7 +94,7 @@ def measure(spec: MemorySpec) -> MemoryResult:
     before = device_state()
     tracker = CudaTracker(baseline=before.allocated_bytes)
     t0 = time.perf_counter()
-    result = run(spec, device="cuda", tracker=tracker)
+    result = run(spec, device="cuda", config=config, tracker=tracker)
     seconds = time.perf_counter() - t0
     after = device_state()
     result.extra.update({
@@ -163,7 +164,7 @@ def sweep(jsonl, progress=None) -> list[dict]:
 
     from verify import jsonl as jsonl_file
     from verify.measure import fake
-    from verify.predict import prediction_for
+    from verify.predict.memory import prediction_for
 
     done = {row["name"]: row for row in jsonl_file.read(jsonl)}
     rows = []

@@ -24,7 +24,7 @@ import torch
 
 from verify.measure.memory import Category, MemoryResult, MemorySpec
 from verify.measure.steps import Hooks, autocast_context, cache_tensors, generate_greedy, prepare_training, train_step
-from verify.measure.tracker import BUFFERS, Tracker
+from verify.measure.tracker import Tracker
 
 
 class TraceError(RuntimeError):
@@ -42,23 +42,20 @@ def run(spec: MemorySpec, device: str = "fake", config=None, tracker: Tracker | 
     `config`: a transformers config to use instead of loading `spec.model` (sweeps over L, h).
     On fake and cpu tensors CUDA's kernel choices are taken (CudaKernelChoices). Raises
     TraceError (one line) where the model cannot be traced."""
-    from verify.build import build, parse_dtype
+    from verify.build import build
     from verify.configs import load_config, shape
+    from verify.torchapi import fake_mode
+    from verify.units import torch_dtype, weight_dtype
 
     if device not in ("fake", "cpu", "cuda"):
         raise ValueError(f"device {device!r}: choose fake, cpu or cuda")
     config = config if config is not None else load_config(spec.model)
-    compute = parse_dtype(spec.dtype)
-    weights = torch.float32 if spec.precision == "mixed" else compute
+    compute = torch_dtype(spec.dtype)
+    weights = weight_dtype(spec.dtype, spec.precision)
     if device == "fake" and shape(config).experts > 1 and weights != torch.bfloat16:
         raise TraceError(f"{spec.model}: MoE experts run torch grouped_mm, whose fake-tensor kernel takes bf16 only; "
                          "use --dtype bf16 --precision pure")
-    if device == "fake":
-        from torch._subclasses.fake_tensor import FakeTensorMode
-
-        mode = FakeTensorMode(allow_non_fake_inputs=True)
-    else:
-        mode = contextlib.nullcontext()
+    mode = fake_mode() if device == "fake" else contextlib.nullcontext()
     t0 = time.perf_counter()
     try:
         model = build(config, device=device, dtype=weights, attn=spec.attn, fake_mode=mode if device == "fake" else None)
@@ -71,7 +68,7 @@ def run(spec: MemorySpec, device: str = "fake", config=None, tracker: Tracker | 
         kernels = contextlib.nullcontext() if device == "cuda" else CudaKernelChoices()
         tracker = tracker if tracker is not None else Tracker()
         with mode, _as_real_runs(device), kernels, tracker:
-            tracker.add(list(model.buffers()), BUFFERS)
+            tracker.add(list(model.buffers()), Category.BUFFERS)
             tracker.add(list(model.parameters()), Category.PARAMS)
             ids = torch.randint(0, config.vocab_size, (spec.batch, spec.seq), dtype=torch.long,
                                 device=next(model.parameters()).device)
@@ -89,7 +86,7 @@ def run(spec: MemorySpec, device: str = "fake", config=None, tracker: Tracker | 
     return MemoryResult(
         spec=spec.as_dict(),
         params_bytes=tracker.bytes(Category.PARAMS),
-        buffers_bytes=tracker.bytes(BUFFERS),
+        buffers_bytes=tracker.bytes(Category.BUFFERS),
         peak_bytes=tracker.peak,
         transient_bytes=at_peak.get(Category.TRANSIENT.value, 0),
         at_peak=at_peak,
@@ -168,7 +165,7 @@ def _train(model, spec: MemorySpec, compute: torch.dtype, ids, tracker: Tracker,
     train_step(model, optimizer, ids, autocast_context(spec.precision, compute, device_type),
                Hooks(mark=tracker.mark, after_forward=lambda loss: tracker.snapshot("forward_end"), after_step=after_step))
     boundary = tracker.snapshots["forward_end"]
-    persistent = sum(boundary.get(c, 0) for c in (Category.PARAMS.value, Category.GRADS.value, Category.OPTIMIZER.value, BUFFERS))
+    persistent = sum(boundary.get(c.value, 0) for c in (Category.PARAMS, Category.GRADS, Category.OPTIMIZER, Category.BUFFERS))
     return {
         "grads_bytes": grads["bytes"],
         "optimizer_bytes": tracker.bytes(Category.OPTIMIZER),
@@ -188,7 +185,7 @@ def _generate(model, spec: MemorySpec, ids, tracker: Tracker) -> dict:
     cache = generate_greedy(model, ids, spec.new_tokens, Hooks(mark=tracker.mark, after_prefill=label, after_token=label))
     label(cache)
     kv = tracker.bytes(Category.KV_CACHE)
-    weights = tracker.bytes(Category.PARAMS) + tracker.bytes(BUFFERS)
+    weights = tracker.bytes(Category.PARAMS) + tracker.bytes(Category.BUFFERS)
     return {  # activations: what the peak holds beyond the weights and the final KV cache
         "grads_bytes": 0,
         "optimizer_bytes": 0,

@@ -9,9 +9,9 @@ from __future__ import annotations
 import enum
 from dataclasses import asdict, dataclass, field
 
+from verify.units import DTYPE_NAMES, PRECISIONS
+
 MODES = ("train", "generate")
-DTYPE_NAMES = ("fp32", "fp16", "bf16")
-PRECISIONS = ("pure", "mixed")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 ATTNS = ("eager", "sdpa")
 BACKENDS = ("fake", "cuda")
@@ -21,6 +21,7 @@ class Category(enum.Enum):
     """Where a byte of device memory goes."""
 
     PARAMS = "params"  # the model's weights (and fp32 master copies under mixed precision)
+    BUFFERS = "buffers"  # module buffers (RoPE inv_freq, masks): not parameters, still memory
     GRADS = "grads"  # .grad of each parameter
     OPTIMIZER = "optimizer"  # persistent optimizer state (Adam m and v, step counters)
     ACTIVATIONS = "activations"  # tensors saved by forward for backward, logits, loss, inputs
@@ -117,3 +118,16 @@ def validate(spec: MemorySpec, shape) -> None:
             f"{shape.name} accepts at most {shape.max_positions} positions; "
             f"seq {spec.seq}" + (f" + new-tokens {spec.new_tokens}" if spec.mode == "generate" else "") + f" = {total}"
         )
+
+
+def measure(spec: MemorySpec, config=None) -> MemoryResult:
+    """`spec` measured on the backend it names: "fake" (FakeTensorMode on the CPU) or "cuda" (a GPU).
+    `config`: a transformers config to build instead of loading `spec.model` (a bundled model
+    with some fields changed)."""
+    if spec.backend == "cuda":
+        from verify.measure.cuda import measure as on_cuda
+
+        return on_cuda(spec, config=config)
+    from verify.measure.fake import run
+
+    return run(spec, device="fake", config=config)

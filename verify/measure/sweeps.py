@@ -23,24 +23,24 @@ def config_with(model: str, **overrides):
 
 
 def measure(spec: MemorySpec, **overrides) -> MemoryResult:
-    """One fake run of `spec`, with config fields overridden if any are given."""
-    from verify.measure.fake import run
+    """One run of `spec` on the backend it names, with config fields overridden if any are given."""
+    from verify.measure.memory import measure as on_backend
 
-    return run(spec, device="fake", config=config_with(spec.model, **overrides) if overrides else None)
+    return on_backend(spec, config=config_with(spec.model, **overrides) if overrides else None)
 
 
 def weights_bytes(model: str, dtype: str, **overrides) -> int:
     """Bytes of the materialized weights of `model` in `dtype` (fake tensors, tied weights once)."""
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    from verify.build import build, parse_dtype
+    from verify.build import build
     from verify.configs import load_config
     from verify.measure.memory import Category
     from verify.measure.tracker import Tracker
+    from verify.torchapi import fake_mode
+    from verify.units import torch_dtype
 
     config = config_with(model, **overrides) if overrides else load_config(model)
-    mode = FakeTensorMode(allow_non_fake_inputs=True)
-    m = build(config, device="fake", dtype=parse_dtype(dtype), fake_mode=mode)
+    mode = fake_mode()
+    m = build(config, device="fake", dtype=torch_dtype(dtype), fake_mode=mode)
     with mode, Tracker() as tr:
         tr.add([p for p in m.parameters()], Category.PARAMS)
     return tr.bytes(Category.PARAMS)

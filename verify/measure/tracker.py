@@ -1,13 +1,16 @@
-"""A lean allocation tracker: every tensor storage created under it, its size, its category, and
-the running total, on fake tensors and on real CPU/CUDA tensors alike.
+"""The one allocation tracker: every tensor storage created under it, its size, its category, and
+the running total, on fake tensors, real CPU/CUDA tensors and sharded (DTensor) ones alike.
 
 A TorchDispatchMode sees each op's outputs; an output whose storage it has not seen is a new
-allocation (bytes = `untyped_storage().nbytes()`), and a weak reference to that storage reports
-its free. Tensors that exist before tracking starts (weights, inputs) are registered with `add`.
-Categories come from identity (weights, buffers, grads, optimizer state, KV cache: `relabel`)
-and otherwise from the phase a storage was allocated in: storages made during the forward
-phase are ACTIVATIONS, during any other phase TRANSIENT. The tracker keeps, per category, the
-bytes live now; the peak of the total with its per-category breakdown; and per-phase peaks.
+allocation (bytes = `untyped_storage().nbytes()`; a DTensor counts its local shard), and a weak
+reference to that storage reports its free. Tensors that exist before tracking starts (weights,
+inputs) are registered with `add`. Categories come from identity (weights, buffers, grads,
+optimizer state, KV cache: `relabel`) and otherwise from the phase a storage was allocated in:
+storages made during a forward phase are ACTIVATIONS, during any other phase TRANSIENT. With
+`follow_resizes`, storage resizes (FSDP2 frees and re-gathers parameters that way) change the
+count too. The tracker keeps, per category, the bytes live now; the peak of the total with its
+per-category breakdown; per-phase peaks and seconds; and, with `timeline`, the total after every
+increase by op count, which `segments` cuts into stretches.
 
 No module hooks and no per-op walk over live tensors: the cost per op is one dict lookup per
 output, which is what keeps a 7B training step traceable in seconds.
@@ -15,57 +18,83 @@ output, which is what keeps a 7B training step traceable in seconds.
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections import defaultdict
+from contextlib import ExitStack
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 from verify.measure.memory import Category
+from verify.torchapi import TorchDispatchMode, follow_storage_resizes, storage_key, storages, tree_leaves
 
-BUFFERS = "buffers"  # module buffers (RoPE inv_freq, masks): not parameters, still memory
+
+def _cat(category: Category | str) -> str:
+    return category.value if isinstance(category, Category) else category
 
 
 class Tracker(TorchDispatchMode):
     """Count bytes of live storages by category; use as a context manager around the work."""
 
-    def __init__(self, forward_phases: tuple[str, ...] = ("forward", "prefill", "decode")):
+    def __init__(self, forward_phases: tuple[str, ...] = ("forward", "prefill", "decode"), timeline: bool = False,
+                 follow_resizes: bool = False):
         super().__init__()
         self.forward_phases = set(forward_phases)  # phases whose new storages are ACTIVATIONS
+        self.keep_timeline = timeline  # keep (op count, total) after every increase, for `segments`
+        self.follow_resizes = follow_resizes  # count UntypedStorage.resize_ (FSDP2's frees and re-gathers)
         self.phase = "setup"  # current phase name, set with `mark`
-        self.live: dict[int, list] = {}  # storage key -> [nbytes, category, weakref]
+        self.live: dict[int, list] = {}  # storage key -> [nbytes, category, weakref, op count at allocation]
         self.by_cat: dict[str, int] = defaultdict(int)  # category -> live bytes now
         self.total = 0  # live bytes now
         self.peak = 0  # highest total since the last `reset_peak`
         self.at_peak: dict[str, int] = {}  # category -> bytes at that peak
         self.peak_phase = ""  # phase in which that peak happened
         self.phase_peaks: dict[str, int] = {}  # phase -> highest total seen in it
+        self.phase_seconds: dict[str, float] = {}  # phase -> wall seconds spent in it
         self.snapshots: dict[str, dict[str, int]] = {}  # name -> category bytes, taken by `snapshot`
+        self.ops = 0  # ops seen so far
+        self.phase_starts: list[tuple[int, str]] = []  # (op count, phase) at each `mark`
+        self.timeline: list[tuple[int, int]] = []  # (op count, total) after every increase (timeline=True)
+        self._since = (time.perf_counter(), "setup")
+        self._exits: ExitStack | None = None
 
     # --- bookkeeping -----------------------------------------------------------------------
 
     def _new(self, st, category: str) -> None:
-        key = st._cdata
+        key = storage_key(st)
         if key in self.live:
             return
         n = st.nbytes()
-        ref = weakref.ref(st, lambda _r, k=key: self._free(k))
-        self.live[key] = [n, category, ref]
+        self.live[key] = [n, category, weakref.ref(st, lambda _r, k=key: self._free(k)), self.ops]
         self.by_cat[category] += n
         self.total += n
+        self._update()
+
+    def _update(self) -> None:
         if self.total > self.peak:
             self.peak = self.total
             self.at_peak = dict(self.by_cat)
             self.peak_phase = self.phase
         if self.total > self.phase_peaks.get(self.phase, 0):
             self.phase_peaks[self.phase] = self.total
+        if self.keep_timeline:
+            self.timeline.append((self.ops, self.total))
 
     def _free(self, key: int) -> None:
         entry = self.live.pop(key, None)
         if entry is not None:
             self.by_cat[entry[1]] -= entry[0]
             self.total -= entry[0]
+
+    def _resized(self, st) -> None:
+        entry = self.live.get(storage_key(st))
+        if entry is None:
+            return
+        n = st.nbytes()
+        self.by_cat[entry[1]] += n - entry[0]
+        self.total += n - entry[0]
+        entry[0] = n
+        self._update()
 
     def _default_category(self) -> str:
         return (Category.ACTIVATIONS if self.phase in self.forward_phases else Category.TRANSIENT).value
@@ -79,23 +108,30 @@ class Tracker(TorchDispatchMode):
 
     def relabel(self, tensors, category: Category | str) -> None:
         """Put the storages of `tensors` (a tensor or any pytree of them) in `category`."""
-        cat = category.value if isinstance(category, Category) else category
+        cat = _cat(category)
         for t in tree_leaves(tensors):
             if not isinstance(t, torch.Tensor):
                 continue
-            st = t.untyped_storage()
-            entry = self.live.get(st._cdata)
-            if entry is None:
-                self._new(st, cat)
-            elif entry[1] != cat:
-                self.by_cat[entry[1]] -= entry[0]
-                self.by_cat[cat] += entry[0]
-                entry[1] = cat
+            for st in storages(t):
+                entry = self.live.get(storage_key(st))
+                if entry is None:
+                    self._new(st, cat)
+                elif entry[1] != cat:
+                    self.by_cat[entry[1]] -= entry[0]
+                    self.by_cat[cat] += entry[0]
+                    entry[1] = cat
 
     def mark(self, phase: str) -> None:
         """Enter `phase`: later allocations are labelled by it and its peak is kept apart."""
+        now = time.perf_counter()
+        last = self._since[1]
+        self.phase_seconds[last] = round(self.phase_seconds.get(last, 0.0) + now - self._since[0], 3)
+        self._since = (now, phase)
         self.phase = phase
+        self.phase_starts.append((self.ops, phase))
         self.phase_peaks[phase] = max(self.phase_peaks.get(phase, 0), self.total)
+        if self.keep_timeline:
+            self.timeline.append((self.ops, self.total))
 
     def snapshot(self, name: str) -> dict[str, int]:
         """Keep (and return) the live bytes per category now under `name`."""
@@ -112,17 +148,52 @@ class Tracker(TorchDispatchMode):
         self.phase_peaks = {}
 
     def bytes(self, category: Category | str) -> int:
-        cat = category.value if isinstance(category, Category) else category
-        return self.by_cat.get(cat, 0)
+        return self.by_cat.get(_cat(category), 0)
+
+    def allocated_at(self, t) -> int | None:
+        """Op count at which the storage behind tensor `t` (a DTensor: its shard) was registered, or
+        None if it is not tracked."""
+        entry = self.live.get(storage_key(storages(t)[0]))
+        return entry[3] if entry else None
+
+    def segments(self, events: list[int]) -> list[dict]:
+        """The peak of the total in each stretch of the run between phase changes and the op counts in
+        `events` (sorted): [{"phase", "events_before" (how many events came before the stretch),
+        "peak"}]. Needs timeline=True."""
+        out: dict[tuple[str, int], int] = {}
+        starts, p, k, phase = self.phase_starts, 0, 0, "setup"
+        for op, live in self.timeline:
+            while p < len(starts) and starts[p][0] <= op:
+                phase = starts[p][1]
+                p += 1
+            while k < len(events) and events[k] <= op:
+                k += 1
+            key = (phase, k)
+            if live > out.get(key, -1):
+                out[key] = live
+        return [{"phase": ph, "events_before": n, "peak": v} for (ph, n), v in out.items()]
 
     # --- the mode ----------------------------------------------------------------------------
 
+    def __enter__(self):
+        self._exits = ExitStack()
+        if self.follow_resizes:
+            self._exits.enter_context(follow_storage_resizes(self._resized))
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        try:
+            return super().__exit__(*exc)
+        finally:
+            self._exits.close()
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        self.ops += 1
         cat = None
-        for t in tree_leaves(out):
+        for t in ((out,) if isinstance(out, torch.Tensor) else tree_leaves(out)):
             if isinstance(t, torch.Tensor):
-                st = t.untyped_storage()
-                if st._cdata not in self.live:
-                    self._new(st, cat or (cat := self._default_category()))
+                for st in storages(t):
+                    if storage_key(st) not in self.live:
+                        self._new(st, cat or (cat := self._default_category()))
         return out

@@ -20,6 +20,7 @@ V vocabulary, L layers, p bytes of the compute dtype; fp32 tensors are 4 bytes w
 from __future__ import annotations
 
 from verify.formulas import memory as M
+from verify.units import INDEX_BYTES, dtype_bytes
 from verify.formulas.params import exact, total
 
 FP32 = 4  # bytes of the tensors RMSNorm, softmax and the loss keep in fp32
@@ -70,8 +71,8 @@ def head_saved(B: int, S: int, h: int, d: int, V: int, p: int) -> dict[str, int]
         **{f"final norm {k}": v for k, v in rmsnorm_saved(n, h, p).items()},
         "cos, sin 2·S·d·p": 2 * S * d * p,
         "log-probs 4nV": FP32 * n * V,
-        "input ids 8n": M.INPUT_BYTES * n,
-        "labels 8(S+1) or 8BS": M.INPUT_BYTES * (S + 1 if B == 1 else B * S),
+        "input ids 8n": INDEX_BYTES * n,
+        "labels 8(S+1) or 8BS": INDEX_BYTES * (S + 1 if B == 1 else B * S),
         "loss, total weight 2·4": 2 * FP32,
     }
 
@@ -100,7 +101,7 @@ def activations(s, spec, dropout: tuple[float, float, float] = (0.1, 0.1, 0.1)) 
     its own (V·h·p); attention and MLP keep the same tensors as in pure precision. Checkpointing:
     each layer keeps only its input (n·h in the residual stream's dtype); the position ids (8S)
     and, for eager attention, the B×S×S mask in the stream's dtype are kept for the recompute."""
-    p = M.BYTES[spec.dtype]
+    p = dtype_bytes(spec.dtype)
     B, S = spec.batch, spec.seq
     n = B * S
     if s.model_type in GPT2_FAMILY:
@@ -111,7 +112,7 @@ def activations(s, spec, dropout: tuple[float, float, float] = (0.1, 0.1, 0.1)) 
     stream = FP32 if mixed else p  # bytes of the residual stream between layers
     if spec.checkpointing:
         layer = {"layer input n·h": n * s.h * stream}
-        extra = {"position ids 8S": M.INPUT_BYTES * S}
+        extra = {"position ids 8S": INDEX_BYTES * S}
         if spec.attn == "eager":  # eager gets an explicit mask, a checkpoint input like the rest
             extra["attention mask B·S²·p_stream"] = B * S * S * stream
     elif mixed:
@@ -164,8 +165,8 @@ def gpt2_head_saved(B: int, S: int, h: int, V: int, p: int, embd_drop: bool) -> 
     embedding-dropout mask, log-probs, token and position ids, labels and loss."""
     n = B * S
     out = {"final LayerNorm input, output 2p·nh": 2 * p * n * h, "final LayerNorm mean, 1/std 2p·n": 2 * p * n,
-           "log-probs 4nV": FP32 * n * V, "input ids 8n": M.INPUT_BYTES * n, "position ids 8S": M.INPUT_BYTES * S,
-           "labels 8(S+1) or 8BS": M.INPUT_BYTES * (S + 1 if B == 1 else B * S), "loss, total weight 2·4": 2 * FP32}
+           "log-probs 4nV": FP32 * n * V, "input ids 8n": INDEX_BYTES * n, "position ids 8S": INDEX_BYTES * S,
+           "labels 8(S+1) or 8BS": INDEX_BYTES * (S + 1 if B == 1 else B * S), "loss, total weight 2·4": 2 * FP32}
     if embd_drop:
         out["embedding dropout mask nh"] = n * h
     return out
@@ -185,7 +186,7 @@ def embedding_backward(s, spec) -> dict[str, int]:
     last of the grads and the gradient flowing into it (p·nh) is still held. Tied: the
     embedding's V×h grad arrives beside the head's and AccumulateGrad adds the two out of place
     (two more V·h·p_w; the incoming gradient is gone by then)."""
-    p = M.BYTES[spec.dtype]
+    p = dtype_bytes(spec.dtype)
     pw = FP32 if spec.precision == "mixed" else p
     if s.tied:
         return {"embedding grad V·h·p_w": pw * s.V * s.h, "out-of-place sum V·h·p_w": pw * s.V * s.h}
@@ -228,7 +229,7 @@ def predict(s, spec, T: int, dropout: tuple[float, float, float] = (0.1, 0.1, 0.
     (its config's embd_pdrop, attn_pdrop, resid_pdrop). Activation and peak terms only where
     `covered` / `peak_covered` is None."""
     N = total(exact(s))
-    p = M.BYTES[spec.dtype]
+    p = dtype_bytes(spec.dtype)
     pw = FP32 if spec.precision == "mixed" else p
     B, S = spec.batch, spec.seq
     out: dict[str, dict[str, int]] = {"params": M.weights(N, pw), "buffers": rope_buffers(s)}
@@ -240,8 +241,8 @@ def predict(s, spec, T: int, dropout: tuple[float, float, float] = (0.1, 0.1, 0.
         if peak_covered(s, spec) is None:
             state = total(out["params"]) + total(out["buffers"]) + total(out["optimizer"])
             fwd_end = state + total(out["activations"])
-            step = state + total(out["grads"]) + total(optimizer_transient(N, pw, spec.optimizer)) + M.INPUT_BYTES * B * S
-            grads_done = state + total(out["grads"]) + M.INPUT_BYTES * B * S
+            step = state + total(out["grads"]) + total(optimizer_transient(N, pw, spec.optimizer)) + INDEX_BYTES * B * S
+            grads_done = state + total(out["grads"]) + INDEX_BYTES * B * S
             moments = {"start of backward": fwd_end + total(backward_start(s, spec)),
                        "embedding backward": grads_done + total(embedding_backward(s, spec)),
                        "optimizer step": step}

@@ -1,0 +1,112 @@
+"""Every private or internal PyTorch API this project relies on, in one place.
+
+torch gives no public way to: intercept every op (TorchDispatchMode), flatten a pytree, build a
+module on fake tensors (FakeTensorMode), identify a storage (UntypedStorage._cdata), reach a
+DTensor's local shard, follow FSDP2's storage resizes, run collectives on one process (the fake
+process group), read FSDP2's unsharded parameter buffers, or wrap a model in FSDP2's DDP
+(`replicate`). Each is reached through a function here, so a torch release that moves one breaks
+one module, with one clear message. TESTED_TORCH lists the releases the test suite has passed on
+(pyproject.toml's [tool.verify] says the same; a test keeps the two equal).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: F401  (re-exported: the tracker's base)
+from torch.utils._pytree import tree_leaves  # noqa: F401  (re-exported)
+
+TESTED_TORCH = ("2.13.0",)  # torch releases the whole test suite passed on
+
+
+def tested_note() -> str | None:
+    """None on a tested torch release; otherwise one line saying this one is not among them."""
+    version = torch.__version__.split("+")[0]
+    if version in TESTED_TORCH:
+        return None
+    return f"torch {version} is not among the releases this tool was tested with ({', '.join(TESTED_TORCH)})"
+
+
+def fake_mode():
+    """A FakeTensorMode that also accepts real and meta tensors as inputs (to_empty reads meta ones)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    return FakeTensorMode(allow_non_fake_inputs=True)
+
+
+def storage_key(storage) -> int:
+    """An id for an UntypedStorage that is the same for every tensor viewing it."""
+    return storage._cdata
+
+
+def local_tensor(t):
+    """A DTensor's shard on this rank; any other tensor itself."""
+    return getattr(t, "_local_tensor", t)
+
+
+def storages(t) -> list:
+    """The UntypedStorages behind tensor `t`: its own, its local shard's (DTensor), or those of the
+    inner tensors of another wrapper subclass."""
+    t = local_tensor(t)
+    try:
+        return [t.untyped_storage()]
+    except (RuntimeError, NotImplementedError):
+        from torch.distributed._tools.common_utils import get_untyped_storages
+
+        return list(get_untyped_storages(t))
+
+
+@contextmanager
+def follow_storage_resizes(callback):
+    """Call `callback(storage)` after every UntypedStorage.resize_ inside the block (FSDP2 frees and
+    re-allocates unsharded parameters by resizing their storage, which no dispatch mode sees)."""
+    original = torch.UntypedStorage.resize_
+
+    def resize_(st, size):
+        out = original(st, size)
+        callback(st)
+        return out
+
+    torch.UntypedStorage.resize_ = resize_
+    try:
+        yield
+    finally:
+        torch.UntypedStorage.resize_ = original
+
+
+@contextmanager
+def fake_process_group(world_size: int):
+    """torch.distributed initialised with the fake backend (collectives return at once; this process
+    is rank 0 of `world_size`) and a 1-D CPU device mesh over it; torn down on exit."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.testing._internal.distributed.fake_pg import FakeStore
+
+    if dist.is_initialized():
+        raise RuntimeError("a process group is already initialised in this process; the fake one needs its own")
+    dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=world_size)
+    try:
+        yield init_device_mesh("cpu", (world_size,), mesh_dim_names=("dp",))
+    finally:
+        dist.destroy_process_group()
+
+
+def fsdp_unsharded_buffers(model) -> list:
+    """The all-gathered (unsharded) parameter tensors FSDP2 holds now, over every FSDP module."""
+    from torch.distributed.fsdp import FSDPModule
+
+    bufs = []
+    for m in model.modules():
+        if isinstance(m, FSDPModule):
+            for group in m._get_fsdp_state()._fsdp_param_groups:
+                for fp in group.fsdp_params:
+                    bufs.extend(fp.all_gather_outputs)
+    return bufs
+
+
+def replicate(module, **kwargs):
+    """torch's FSDP2-based DDP (`replicate`, still under torch.distributed._composable)."""
+    from torch.distributed._composable.replicate_with_fsdp import replicate as _replicate
+
+    return _replicate(module, **kwargs)
