@@ -229,8 +229,9 @@ def cmd_shard(args) -> int:
 # --- claims and report ----------------------------------------------------------------------
 
 
-def _progress(i: int, n: int, claim, seconds: float) -> None:
-    print(f"[{i}/{n}] {claim.id:<4} {claim.verdict:<18} {seconds:6.1f} s  {claim.explanation[:90]}", file=sys.stderr, flush=True)
+def _progress(i: int, n: int, claim, resumed: bool) -> None:
+    took = "resumed " if resumed else "     -  " if claim.seconds is None else f"{claim.seconds:6.1f} s"
+    print(f"[{i}/{n}] {claim.id:<4} {claim.verdict:<18} {took}  {claim.explanation[:90]}", file=sys.stderr, flush=True)
 
 
 def cmd_claims(args) -> int:
@@ -320,7 +321,7 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_shard)
 
-    for name, help_ in (("claims", "verdict on every claim of CLAIMS.md"), ("report", "write reports/<hardware>/: CLAIMS.md, claims.json, plots")):
+    for name, help_ in (("claims", "verdict on every claim of the catalogue (verify/claims/CATALOGUE.md)"), ("report", "write reports/<hardware>/: CLAIMS.md, claims.json, plots")):
         q = sub.add_parser(name, help=help_)
         q.add_argument("--backend", choices=("meta", "fake", "cuda", "auto"), default="auto",
                        help="meta: counts only; fake: CPU fake-tensor memory; cuda: real GPU; auto: cuda if present, else fake")

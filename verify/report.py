@@ -92,88 +92,34 @@ def verdict_counts(claims) -> dict[str, int]:
     return {k: v for k, v in counts.items() if v}
 
 
-def hardware() -> dict:
-    """What ran the measurements: GPU (if any), CPU, memory, library versions."""
-    import os
-    import platform
+def header_lines(hw: dict, command: str, backend: str, claims) -> list[str]:
+    """The report's header: what produced it, on which machine, at which commit; with no GPU, which
+    links of the chain of trust the figures rest on."""
+    from collections import Counter
 
-    import torch
-    import transformers
+    from verify.provenance import fingerprint
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = None
-    try:
-        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        pass
-    hw = {
-        "gpu": None,
-        "cpu": cpu,
-        "cpu_cores": os.cpu_count(),
-        "host_memory_bytes": mem,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "cuda": torch.version.cuda,
-    }
-    if torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(0)
-        hw["gpu"] = props.name
-        hw["gpu_memory_bytes"] = props.total_memory
-        hw["cuda_driver"] = _nvidia_driver()
-    return hw
-
-
-def _nvidia_driver() -> str | None:
-    import subprocess
-
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=10)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def hardware_slug(hw: dict) -> str:
-    import re
-
-    if hw.get("gpu"):
-        return re.sub(r"[^a-z0-9]+", "-", hw["gpu"].lower()).strip("-")
-    return "cpu"
-
-
-def git_commit() -> str:
-    import subprocess
-
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "verify", "models"], capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() + ("+uncommitted" if dirty.stdout.strip() else "") if out.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def header_lines(hw: dict, command: str, backend: str) -> list[str]:
-    import datetime
-
-    gpu = f"{hw['gpu']} ({fmt_bytes(hw.get('gpu_memory_bytes'), 'GiB', 1)}), CUDA {hw['cuda']}, driver {hw.get('cuda_driver')}" if hw["gpu"] else "none (CPU backends only: meta, fake, cpu)"
-    return [
-        f"- date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+    measured = [c for c in claims if c.measured_at]
+    when = sorted(c.measured_at for c in measured)
+    commits = Counter(c.commit for c in measured if not c.stale)
+    stale = Counter(c.commit for c in measured if c.stale)
+    gpu = (f"{hw['gpu']} ({hw['gpu_memory_bytes']:,} bytes = {fmt_bytes(hw.get('gpu_memory_bytes'), 'GiB', 2)} as the driver "
+           f"reports it), CUDA {hw['cuda']}, driver {hw.get('cuda_driver')}") if hw["gpu"] else \
+        "none: the figures rest on meta and fake tensors traced on the CPU and on real CPU tensors; no CUDA run is shown"
+    lines = [
+        f"- measured: {when[0]} to {when[-1]} (UTC)" if when else "- measured: nothing yet",
         f"- command: `{command}` (backend {backend})",
-        f"- git commit: {git_commit()}",
+        "- code: measured at commit " + ", ".join(f"{k} ({v} claims)" for k, v in commits.items()) if commits else "- code: -",
+        f"- fingerprint of this code, versions and hardware: {fingerprint(hw)}",
         f"- GPU: {gpu}",
         f"- CPU: {hw['cpu']}, {hw['cpu_cores']} cores, {fmt_bytes(hw['host_memory_bytes'], 'GiB', 1)} host memory",
         f"- versions: Python {hw['python']}, torch {hw['torch']}, transformers {hw['transformers']}",
         "- units: GB = 10^9 bytes, GiB = 2^30 bytes; parameter counts are exact integers with a short form in brackets",
     ]
+    if stale:
+        lines.append("- **stale**: " + ", ".join(f"{v} claims measured at {k}" for k, v in stale.items())
+                     + " by other code, versions or hardware, marked (stale) below; `make verify` measures them again")
+    return lines
 
 
 def claims_markdown(claims, hw: dict, command: str, backend: str, plots: list[str]) -> str:
@@ -181,23 +127,24 @@ def claims_markdown(claims, hw: dict, command: str, backend: str, plots: list[st
 
     from verify.claims.catalog import GROUPS
 
-    out = ["# Claims ledger: every claim of CLAIMS.md against a measurement", ""]
-    out += header_lines(hw, command, backend)
+    out = ["# Claims ledger: every claim of the catalogue (verify/claims/CATALOGUE.md) against a measurement", ""]
+    out += header_lines(hw, command, backend, claims)
     out += ["", "## Verdicts", "", tabulate(list(verdict_counts(claims).items()), headers=["verdict", "claims"], tablefmt="github"), ""]
     out += ["Verdicts: CONFIRMED = within the claim's tolerance; APPROXIMATE = within the looser bound; REFUTED = outside both; "
-            "NOT TESTABLE HERE = cannot be measured here (why is given); PENDING = needs a backend this run did not have. "
-            "Error = (seed − measured) / measured.", ""]
+            "NOT TESTABLE HERE = cannot be measured here (why is given); PENDING = needs a backend this run did not have, "
+            "or not measured yet. Error = (seed − measured) / measured.", ""]
     for key, title in GROUPS.items():
         group = [c for c in claims if c.group == key]
         if not group:
             continue
         out += [f"## {title}", ""]
         rows = [(c.id, c.seed, c.quote, fmt_value(c.predicted, c.unit), fmt_value(c.measured, c.unit), fmt_rel(c.rel_error),
-                 _tol(c), f"**{c.verdict}**") for c in group]
+                 _tol(c), f"**{c.verdict}**" + (" (stale)" if c.stale else "")) for c in group]
         out += [tabulate(rows, headers=["id", "seed", "what the seed says", "seed's figure", "measured", "error", "tolerance", "verdict"],
                          tablefmt="github"), ""]
         for c in group:
-            out.append(f"- **{c.id}** ({c.backend}): {c.explanation}")
+            out.append(f"- **{c.id}** ({c.backend}{', stale: measured at ' + str(c.commit) + ' by other code' if c.stale else ''}): "
+                       f"{c.explanation}")
             if c.inconsistency:
                 out.append(f"  - Inconsistent in itself: {c.inconsistency}")
             if c.corrected:
@@ -219,31 +166,73 @@ def _tol(c) -> str:
     return t + (f" (≈ ±{c.loose:.0%})" if c.loose else "")
 
 
+def whole(measured, previous: list, fp: str) -> list:
+    """Every catalogued claim once, in catalogue order: the one measured now where there is one;
+    otherwise the previous report's entry, marked stale unless its fingerprint is `fp`; otherwise
+    a PENDING entry that says it was not measured yet. The report never shrinks."""
+    from verify.claims import Verdict, placeholder
+    from verify.claims.catalog import catalog
+
+    now = {c.id: c for c in measured}
+    before = {c.id: c for c in previous}
+    out = []
+    for e in catalog():
+        if e.id in now:
+            out.append(now[e.id])
+        elif e.id in before:
+            c = before[e.id]
+            c.stale = c.fingerprint != fp
+            out.append(c)
+        else:
+            out.append(placeholder(e.id, Verdict.PENDING, "not measured yet: run `make verify`", e.needs))
+    return out
+
+
+def read_claims(path) -> list:
+    """The claims of a written claims.json (none if there is no file)."""
+    import json
+
+    from verify.claims.ledger import from_dict
+
+    if not path.exists():
+        return []
+    return [from_dict(d) for d in json.loads(path.read_text()).get("claims", [])]
+
+
 def write(out_dir=None, backend: str = "auto", only: str | None = None, fresh: bool = False, progress=None,
           command: str = "python -m verify report") -> list:
-    """Run the ledger and write CLAIMS.md, claims.json and the plots; returns the written paths.
+    """Measure the claims (all, or those `only` names) and write CLAIMS.md, claims.json and the
+    plots of the whole catalogue; returns the written paths.
 
-    Results are appended to claims.jsonl in the output folder as they come, so an interrupted run
-    resumes where it stopped (--fresh starts over)."""
+    Each result is appended to claims.jsonl in the output folder as it comes; an interrupted run
+    resumes from it (results of the same code, versions, hardware and backend only), and a run
+    that completes removes it, so the next run measures afresh (`fresh` ignores it). Claims not
+    measured now keep the previous report's entry, marked stale when other code measured it."""
     import json
     from pathlib import Path
 
     from verify import plots
     from verify.claims import ledger
+    from verify.provenance import ROOT, fingerprint, hardware, hardware_slug
 
     hw = hardware()
-    out_dir = Path(out_dir) if out_dir else Path(__file__).resolve().parent.parent / "reports" / hardware_slug(hw)
+    fp = fingerprint(hw)
+    out_dir = Path(out_dir) if out_dir else ROOT / "reports" / hardware_slug(hw)
     out_dir.mkdir(parents=True, exist_ok=True)
     jsonl = out_dir / "claims.jsonl"
-    if fresh and jsonl.exists():
-        jsonl.unlink()
-    claims = ledger.run(backend=backend, only=only, jsonl=jsonl, progress=progress)
-    written = []
-    pngs = plots.claim_plots(claims, out_dir)
-    (out_dir / "claims.json").write_text(json.dumps({"hardware": hw, "command": command, "claims": [c.as_dict() for c in claims]},
-                                                    indent=2, default=str) + "\n")
+    if fresh:
+        jsonl.unlink(missing_ok=True)
+    measured = ledger.run(backend=backend, only=only, jsonl=jsonl, progress=progress)
+    claims = whole(measured, read_claims(out_dir / "claims.json"), fp)
+    for old in out_dir.glob("*.png"):  # a plot of other code's evidence must not stay beside this report
+        old.unlink()
+    pngs = plots.claim_plots([c for c in claims if c.measured_at and not c.stale], out_dir)
+    (out_dir / "claims.json").write_text(json.dumps(
+        {"hardware": hw, "command": command, "fingerprint": fp, "claims": [c.as_dict() for c in claims]},
+        indent=2, default=str) + "\n")
     (out_dir / "CLAIMS.md").write_text(claims_markdown(claims, hw, command, backend, [p.name for p in pngs]))
-    written += [out_dir / "CLAIMS.md", out_dir / "claims.json", jsonl, *pngs]
+    jsonl.unlink(missing_ok=True)  # the run is complete: its results are in claims.json
+    written = [out_dir / "CLAIMS.md", out_dir / "claims.json", *pngs]
     if hw["gpu"] and backend in ("auto", "cuda") and not only:
         written.append(write_gpu_results(out_dir, hw, command, fresh, progress))
     return written

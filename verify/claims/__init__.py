@@ -16,7 +16,7 @@ import enum
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from verify.claims.catalog import BY_ID
+from verify.claims.catalog import by_id
 from verify.units import rel_error
 
 BACKENDS = ("arith", "meta", "cpu", "fake", "cuda")  # arith: arithmetic on the seed's numbers only
@@ -52,6 +52,11 @@ class Claim:
     evidence: dict = field(default_factory=dict)  # the measured figures behind the verdict
     backend: str = "meta"
     command: str = ""  # a command that reproduces the measurement
+    measured_at: str | None = None  # UTC, ISO 8601: when the check ran (None: never measured)
+    fingerprint: str | None = None  # verify.provenance.fingerprint of the code and machine that measured it
+    commit: str | None = None  # git commit of that code ("+uncommitted" when verify/ or models/ differed)
+    seconds: float | None = None  # wall seconds the check took
+    stale: bool = False  # measured by other code, versions or hardware than the report's: shown, never as current
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -86,7 +91,7 @@ def judge(
 ) -> Claim:
     """Build the Claim for `claim_id`. Numeric predicted/measured get a relative error and a
     verdict from the tolerances; a non-numeric claim passes its `verdict` explicitly."""
-    entry = BY_ID[claim_id]
+    entry = by_id()[claim_id]
     numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (predicted, measured))
     rel = rel_error(predicted, measured) if numeric else None
     if verdict is None:
@@ -119,7 +124,7 @@ def judge(
 
 def placeholder(claim_id: str, verdict: Verdict, explanation: str, backend: str) -> Claim:
     """An entry with no measurement: PENDING (backend not run) or ERROR."""
-    entry = BY_ID[claim_id]
+    entry = by_id()[claim_id]
     return Claim(
         id=claim_id,
         group=entry.group,

@@ -1,5 +1,6 @@
-"""Run the checks of the ledger: pick a backend per claim, append each Claim to JSONL as it
-comes, and resume from that file after an interrupted run."""
+"""Run the checks of the ledger: pick a backend per claim, stamp each Claim with when and by which
+code and machine it was measured, append it to a JSONL file as it comes, and resume from that file
+after an interrupted run, reusing only what the same code, versions, hardware and backend made."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Callable
 
 from verify import jsonl as jsonl_file
 from verify.claims import Claim, Context, Verdict, placeholder
-from verify.claims.catalog import BY_ID, CATALOG
+from verify.claims.catalog import by_id, catalog
 
 PREFERENCE = ("cuda", "fake", "cpu", "meta", "arith")  # most direct measurement first
 ALLOWED = {
@@ -40,7 +41,7 @@ def checks() -> dict[str, dict[str, Callable[[Context], Claim]]]:
         "S1": {"cpu": other.s1}, "S2": {"cpu": other.s2}, "S3": {"cpu": other.s3}, "S4": {"cpu": other.s4},
         "L1": {"cpu": other.l1}, "L2": {"cpu": other.l2}, "L3": {"cpu": other.l3}, "A1": {"cpu": other.a1},
     }
-    unknown = set(table) - set(BY_ID)
+    unknown = set(table) - set(by_id())
     if unknown:
         raise KeyError(f"checks for ids the catalogue does not hold: {sorted(unknown)}")
     return table
@@ -64,13 +65,15 @@ def allowed_backends(backend: str) -> set[str]:
 
 
 def select_ids(only: str | None) -> list[str]:
+    """The ids `only` names ("P1,T3"), in catalogue order; every id when `only` is empty."""
+    everything = [e.id for e in catalog()]
     if not only:
-        return [e.id for e in CATALOG]
-    ids = [i.strip().upper() for i in only.split(",") if i.strip()]
-    unknown = [i for i in ids if i not in BY_ID]
+        return everything
+    ids = {i.strip().upper() for i in only.split(",") if i.strip()}
+    unknown = sorted(ids - set(everything))
     if unknown:
-        raise ValueError(f"unknown claim id(s) {', '.join(unknown)}; ids are {', '.join(e.id for e in CATALOG)}")
-    return ids
+        raise ValueError(f"unknown claim id(s) {', '.join(unknown)}; ids are {', '.join(everything)}")
+    return [i for i in everything if i in ids]
 
 
 def plan(claim_id: str, allowed: set[str], table: dict) -> str | None:
@@ -82,43 +85,57 @@ def plan(claim_id: str, allowed: set[str], table: dict) -> str | None:
     return None
 
 
-def _finished(path: Path) -> dict[tuple[str, str], Claim]:
-    """Claims a previous run wrote to `path`, by (id, backend); ERROR and PENDING are run again."""
-    return {(d["id"], d["backend"]): Claim(**d) for d in jsonl_file.read(path)
-            if d.get("verdict") not in (Verdict.ERROR.value, Verdict.PENDING.value)}
+def from_dict(d: dict) -> Claim:
+    """A Claim from its stored dict (fields this version does not know are dropped)."""
+    known = set(Claim.__dataclass_fields__)
+    return Claim(**{k: v for k, v in d.items() if k in known})
+
+
+def reusable(path: Path, fingerprint: str) -> dict[tuple[str, str], Claim]:
+    """Claims an interrupted run wrote to `path` with this `fingerprint`, by (id, backend); ERROR and
+    PENDING entries, and entries of other code, versions or hardware, are measured again."""
+    return {(d["id"], d["backend"]): from_dict(d) for d in jsonl_file.read(path)
+            if d.get("fingerprint") == fingerprint and d.get("verdict") not in (Verdict.ERROR.value, Verdict.PENDING.value)}
 
 
 def run(
     backend: str = "auto",
     only: str | None = None,
     jsonl: Path | None = None,
-    progress: Callable[[int, int, Claim, float], None] | None = None,
+    progress: Callable[[int, int, Claim, bool], None] | None = None,
 ) -> list[Claim]:
-    """Every selected claim, in catalogue order. With `jsonl`, results already there are
-    reused and each new one is appended as soon as it exists."""
+    """Every selected claim, in catalogue order, each stamped with measured_at, fingerprint and
+    commit. With `jsonl`, results an interrupted run left there are reused when their fingerprint
+    and backend match this run's, and each new result is appended as soon as it exists."""
+    from verify.provenance import fingerprint, git_commit, hardware, utc_now
+
     table = checks()
     allowed = allowed_backends(backend)
     ids = select_ids(only)
-    done = _finished(jsonl) if jsonl else {}
+    fp, commit = fingerprint(hardware()), git_commit()
+    done = reusable(jsonl, fp) if jsonl else {}
     cache: dict = {}  # measurements the checks of this run share
     out: list[Claim] = []
     for i, cid in enumerate(ids, 1):
-        start = time.perf_counter()
         chosen = plan(cid, allowed, table)
+        resumed = (cid, chosen) in done
         if chosen is None:
-            needs = sorted(table.get(cid, {}) or [BY_ID[cid].needs])
+            needs = sorted(table.get(cid, {}) or [by_id()[cid].needs])
             claim = placeholder(cid, Verdict.PENDING, f"pending: needs {' or '.join(needs)}", needs[0])
-        elif (cid, chosen) in done:
+        elif resumed:
             claim = done[(cid, chosen)]
         else:
+            start, measured_at = time.perf_counter(), utc_now()
             try:
                 claim = table[cid][chosen](Context(backend=chosen, cache=cache))
             except Exception as e:  # recorded, the run goes on
                 tb = traceback.format_exception_only(type(e), e)[-1].strip()
                 claim = placeholder(cid, Verdict.ERROR, f"check failed: {tb}", chosen)
+            claim.backend, claim.measured_at, claim.fingerprint, claim.commit = chosen, measured_at, fp, commit
+            claim.seconds = round(time.perf_counter() - start, 2)
             if jsonl:
                 jsonl_file.append(jsonl, claim.as_dict())
         out.append(claim)
         if progress:
-            progress(i, len(ids), claim, time.perf_counter() - start)
+            progress(i, len(ids), claim, resumed)
     return out
