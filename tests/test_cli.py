@@ -2,19 +2,30 @@
 
 import json
 import subprocess
+from pathlib import Path
 import sys
 
 import pytest
 
 from verify.cli import main
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 def test_params_json_has_an_int_total_and_the_breakdowns(capsys):
-    """`params MODEL --json` prints one object: int total, by_component, by_kind, the seed formulas."""
+    """`params MODEL --json` prints one object: the int total and its breakdowns, each equal to the
+    sizes written in the config file (GQA attention, SwiGLU MLP, RMSNorm, untied head), and the
+    seed formulas beside them."""
+    cfg = json.loads((ROOT / "models" / "tiny-llama-gqa.json").read_text())
+    h, L, V, f = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["vocab_size"], cfg["intermediate_size"]
+    d = h // cfg["num_attention_heads"]
+    q, kv = cfg["num_attention_heads"] * d, cfg["num_key_value_heads"] * d
+    expected = {"embedding": V * h, "attention": L * (2 * h * q + 2 * h * kv), "mlp": L * 3 * h * f,
+                "norms": (2 * L + 1) * h, "output_head": V * h}
     assert main(["params", "tiny-llama-gqa", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert isinstance(out["total"], int) and out["total"] == sum(out["by_component"].values())
-    assert sum(out["by_kind"].values()) == out["total"]
+    assert out["by_component"] == expected and out["total"] == sum(expected.values())
+    assert out["by_kind"] == {"matrix": out["total"] - (2 * L + 1) * h, "norm_scale": (2 * L + 1) * h}
     claims = {c["claim"] for c in out["formulas"]["components"]}
     assert claims == {"P1", "P2", "P3", "P4", "P5", "P6"}
     exact = [t for t in out["formulas"]["totals"] if t["formula"].startswith("closed form")][0]
@@ -33,7 +44,7 @@ def test_params_table_names_the_terms_the_seed_formula_misses(capsys):
 def test_params_accepts_a_path_to_a_config_json(tmp_path, capsys):
     """Any config.json path works, named after its folder."""
     (tmp_path / "m").mkdir()
-    (tmp_path / "m" / "config.json").write_text(open("models/tiny-qwen2.json").read())
+    (tmp_path / "m" / "config.json").write_text((ROOT / "models" / "tiny-qwen2.json").read_text())
     assert main(["params", str(tmp_path / "m"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["model"] == "m" and out["tied"]

@@ -34,20 +34,23 @@ def test_peft_wraps_lm_head_and_the_embedding_when_asked():
 
 
 def test_lora_and_full_steps_hold_exactly_the_gradient_and_adamw_bytes_of_their_trainable_parameters():
-    """fp32: grads 4 bytes per trainable parameter, AdamW 8 (exp_avg, exp_avg_sq) plus a 4-byte step per tensor."""
-    spec = LO.StepSpec(overrides=(), batch=1, seq=8, warmup=0, steps=1)
-    r = LO.lora_vs_full(spec)
-    for mode in ("full", "lora"):
-        x = r[mode]
-        assert x["grad_bytes"] == 4 * x["trainable"]
-        tensors = (x["optimizer_bytes"] - 8 * x["trainable"]) // 4
-        assert 0 < tensors and x["optimizer_bytes"] == 8 * x["trainable"] + 4 * tensors
+    """fp32: grads 4 bytes per trainable parameter, AdamW 8 (exp_avg, exp_avg_sq) plus a 4-byte step
+    per trainable tensor; the tensors and parameters are counted on a meta build of the same model:
+    every parameter for full fine-tuning, A and B of each linear layer but lm_head for LoRA."""
     from verify.build import build
     from verify.configs import load_config
 
-    linears = [m for n, m in build(load_config(spec.model), device="meta").named_modules()
-               if isinstance(m, torch.nn.Linear) and not n.endswith("lm_head")]
-    assert r["lora"]["trainable"] == sum(spec.r * (m.in_features + m.out_features) for m in linears)
+    spec = LO.StepSpec(overrides=(), batch=1, seq=8, warmup=0, steps=1)
+    r = LO.lora_vs_full(spec)
+    model = build(load_config(spec.model), device="meta")
+    linears = [m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and not n.endswith("lm_head")]
+    expected = {"full": (sum(p.numel() for p in model.parameters()), len(list(model.parameters()))),
+                "lora": (sum(spec.r * (m.in_features + m.out_features) for m in linears), 2 * len(linears))}
+    for mode, (params, tensors) in expected.items():
+        x = r[mode]
+        assert (x["trainable"], x["trainable_tensors"]) == (params, tensors)
+        assert x["grad_bytes"] == 4 * params
+        assert x["optimizer_bytes"] == 8 * params + 4 * tensors
     assert r["state bytes full/lora"] > 1
     assert 1 < r["FLOPs full/lora"] <= 1.5  # forward and activation gradients remain; weight gradients go
 

@@ -162,6 +162,7 @@ class StepResult:
 
     mode: str  # "full" | "lora"
     trainable: int  # parameters with requires_grad
+    trainable_tensors: int  # parameter tensors with requires_grad (AdamW keeps a step counter for each)
     total: int  # all parameters
     param_bytes: int  # storage of every parameter
     grad_bytes: int  # storage of the gradients after backward
@@ -227,6 +228,7 @@ class _Trainer:
         return StepResult(
             mode=self.mode,
             trainable=sum(p.numel() for p in self.params),
+            trainable_tensors=len(self.params),
             total=sum(p.numel() for p in self.model.parameters()),
             param_bytes=_tensor_bytes(self.model.parameters()),
             grad_bytes=_tensor_bytes(p.grad for p in self.params),
