@@ -9,6 +9,10 @@ from pathlib import Path
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "ledger_f8c28a5.json"
 TIMING_KEYS = ("seconds", "step_times", "speedup")  # wall-clock figures: they differ from run to run
+CHANGED_ON_PURPOSE = {  # (claim id, path) -> why today's figure differs from the golden one, on purpose
+    ("P12", ("corrected_value",)): "issue 12: P12's corrected figure is one layer (12d²+13d, the measured unit), "
+                                   "no longer the module's total divided by L",
+}
 
 
 def _leaves(obj, path=()):
@@ -50,6 +54,10 @@ def test_every_ledger_figure_equals_the_one_of_the_commit_before_the_restructuri
     for cid, recorded in golden.items():
         for path, value in _leaves(recorded):
             if path[0] == "backend" or any(t in str(k) for k in path for t in TIMING_KEYS):
+                continue
+            if (cid, path) in CHANGED_ON_PURPOSE:
+                if _same(value, _at(now[cid], path)):
+                    differences.append(f"{cid} {'/'.join(map(str, path))}: listed as changed on purpose but equal: drop the entry")
                 continue
             try:
                 current = _at(now[cid], path)

@@ -121,24 +121,29 @@ def t1(ctx: Context):
         spec = MemorySpec(model=name, dtype=dtype, precision=precision, optimizer=optimizer, batch=1, seq=128)
         r = run(ctx, spec)
         x = dtype_bytes(dtype)  # the seed's x = y: bytes of the weights and gradients the step computes with
-        pw = weight_bytes(dtype, precision)
         measured = r.params_bytes + r.grads_bytes + r.optimizer_bytes
-        corrected = total(M.weights(N, pw)) + total(M.gradients(N, pw)) + total(M.optimizer_state(N, T, pw, optimizer))
+        model_state = corrected(spec)
+        corrected_bytes = sum(total(model_state[k]) for k in ("params", "grads", "optimizer"))
         seed = total(M.t1_model_state(N, x, x))
         rows[label] = {"seed (x+y+12)N": seed, "measured": measured, "measured bytes/param": round(measured / N, 4),
                        "weights": r.params_bytes, "grads": r.grads_bytes, "optimizer": r.optimizer_bytes,
-                       "corrected": corrected, "rel_error": rel_error(seed, measured)}
-        first = first or (spec, seed, measured, corrected)
-    spec, seed, measured, corrected = first
+                       "corrected": corrected_bytes, "rel_error": rel_error(seed, measured)}
+        first = first or (spec, seed, measured, corrected_bytes)
+    spec, seed, measured, corrected_bytes = first
+    per_param = lambda row, k: row[k] / N  # noqa: E731
+    twelve = [label for label, row in rows.items() if round(per_param(row, "optimizer")) == 12]
     return judge(
         "T1", predicted=seed, measured=measured, unit="bytes", tolerance=0.01, loose=0.10,
-        explanation=("Measured per parameter: fp32 AdamW 16 bytes (seed 20), bf16 autocast 16 = 4 + 4 + 8 "
-                     "(the seed's total, but torch keeps fp32 weights and fp32 grads and no extra master copy), "
-                     "pure bf16 AdamW 8 (seed 16: Adam's state follows the parameter dtype), SGD 8 (seed 20: no state); "
-                     "the '12 bytes of fp32 optimizer state' holds for no torch configuration"),
+        explanation=("Measured bytes per parameter (weights + gradients + optimizer state), seed's (x+y+12) in brackets: "
+                     + "; ".join(f"{label} {per_param(row, 'weights'):.0f} + {per_param(row, 'grads'):.0f} + "
+                                 f"{per_param(row, 'optimizer'):.0f} = {per_param(row, 'measured'):.0f} "
+                                 f"({per_param(row, 'seed (x+y+12)N'):.0f})" for label, row in rows.items())
+                     + ". torch keeps autocast's weights and gradients in fp32 with no second master copy, Adam's two "
+                     "moments follow the parameters' dtype and SGD keeps none, so the '12 bytes of fp32 optimizer state' "
+                     + (f"holds only for {', '.join(twelve)}" if twelve else "holds for none of these configurations")),
         corrected="(p_w + p_w + k·p_w)·N + 4·T: p_w = bytes of the stored weights (4 under autocast), k = 2 for Adam(W) "
                   "(exp_avg, exp_avg_sq), 0 for SGD; T parameter tensors (Adam's fp32 step counters)",
-        corrected_value=corrected, evidence={"model": name, "N": N, "T": T, "cases": rows},
+        corrected_value=corrected_bytes, evidence={"model": name, "N": N, "T": T, "cases": rows},
         backend=ctx.backend, command=cmd(ctx, spec),
     )
 

@@ -51,6 +51,11 @@ def _row(label: str, measured: int, seed: int, corrected: int | None = None) -> 
     return row
 
 
+def _yi(n: float) -> str:
+    """A count in 亿 (1e8), the unit seed 001 writes: 1.1e8 -> '1.1亿'."""
+    return f"{n / 1e8:,.1f}亿"
+
+
 def _attention_per_layer(s) -> int:
     """Exact attention parameters of one layer, from the closed form."""
     return F.exact(s)["attention"] // s.L
@@ -207,8 +212,9 @@ def p8(ctx: Context):
     return judge(
         "P8", predicted=seed, measured=pc.total, unit="params", tolerance=0.01, loose=0.05,
         explanation=(
-            "12Lh²+Vh misses the untied output head (Vh = 131M) and SwiGLU's 3·h·11008 > 8h² (+33.6M per model); the "
-            "real LLaMA-7B module has 6,738,415,616 parameters, which is the \"6.7B\"."
+            f"12Lh²+Vh = {seed:,} misses, besides the 4Lh + 2h of its longer form, "
+            + "; ".join(f"{k} ({v / 1e6:+,.1f}M)" for k, v in F.p7_corrections(s).items())
+            + f": the real LLaMA-7B module has {pc.total:,} parameters, which is the \"{pc.total / 1e9:.1f}B\"."
         ),
         inconsistency=(f"The seed's own arithmetic gives {seed:,} ≈ 6.57B, not the 6.55B it prints "
                        f"({rel_error(stated, seed):+.2%})."),
@@ -276,7 +282,8 @@ def p11(ctx: Context):
             f"out the q,k,v and output biases: GPT-2's attention is {attn:,} = 4d² + 4d."
         ),
         inconsistency="biases are counted in the FFN term and not in the attention term of the same formula",
-        corrected="attention 4d² + 4d; FFN 2·d·d_ff + d_ff + d", corrected_value=4 * d * d + 4 * d + 2 * d * d_ff + d_ff + d,
+        corrected="attention 4d² + 4d; FFN 2·d·d_ff + d_ff + d",
+        corrected_value=sum(v for k, v in F.gpt2_block(d, d_ff).items() if not k.startswith("2 LayerNorms")),
         evidence={"measured_attention_per_layer": attn, "measured_mlp_per_layer": mlp, "seed_terms": layer},
         backend=ctx.backend, command=_cmd("gpt2"),
     )
@@ -289,12 +296,14 @@ def p12(ctx: Context):
     return judge(
         "P12", predicted=stated_layer, measured=pc.per_layer, unit="params", tolerance=0.05, loose=0.10,
         explanation=(
-            f"A GPT-3-shaped layer has {pc.per_layer:,} parameters (18.1亿, 12d²+13d), 16× the seed's 1.1亿; the whole "
-            f"module has {pc.total:,} (1746亿 ≈ 175B), not 105.6亿."
+            f"A GPT-3-shaped layer has {pc.per_layer:,} parameters ({_yi(pc.per_layer)}, 12d²+13d), "
+            f"{pc.per_layer / stated_layer:.0f}× the seed's {_yi(stated_layer)}; the whole module has {pc.total:,} "
+            f"({_yi(pc.total)} ≈ {pc.total / 1e9:.0f}B), not {_yi(stated_total)}."
         ),
-        inconsistency=(f"The terms it writes, 8d² + 8·d·d_ff + 2d, sum to {written:,} (60.4亿), not 1.1亿; only "
-                       "1.1亿 × 96 = 105.6亿 is consistent."),
-        corrected="per layer 12d² + 13d; total L·(12d²+13d) + V·d + N·d + 2d", corrected_value=F.total(F.exact(s)) // s.L,
+        inconsistency=(f"The terms it writes, 8d² + 8·d·d_ff + 2d, sum to {written:,} ({_yi(written)}), not "
+                       f"{_yi(stated_layer)}; only {_yi(stated_layer)} × {s.L} = {_yi(stated_layer * s.L)} is consistent."),
+        corrected=f"per layer 12d² + 13d (d_ff = 4d; the module: L·(12d²+13d) + V·d + N·d + 2d = {F.total(F.exact(s)):,})",
+        corrected_value=F.total(F.gpt2_block(s.h, s.ffn)),
         evidence={"measured_per_layer": pc.per_layer, "measured_total": pc.total, "stated_total": stated_total,
                   "seed_written_terms": written},
         backend=ctx.backend, command=_cmd("gpt3-175b"),

@@ -78,6 +78,12 @@ def seed001_gpt3_layer(d: int, d_ff: int) -> dict[str, int]:
     return {"8d^2": 8 * d * d, "8*d*d_ff": 8 * d * d_ff, "2d": 2 * d}
 
 
+def gpt2_block(d: int, d_ff: int) -> dict[str, int]:
+    """P11/P12, corrected: one GPT-2-style block counted exactly: attention 4d² + 4d (q, k, v, o and
+    their biases), MLP 2·d·d_ff + d_ff + d, two LayerNorms 2·2d; with d_ff = 4d, 12d² + 13d."""
+    return {"attention 4d²+4d": 4 * d * d + 4 * d, "MLP 2·d·d_ff + d_ff + d": 2 * d * d_ff + d_ff + d, "2 LayerNorms 4d": 4 * d}
+
+
 def exact(s) -> dict[str, int]:
     """The exact closed form for a normalized Shape `s` (verify.configs.Shape), term by term.
 
