@@ -210,3 +210,25 @@ def test_ledger_b5_measures_four_bytes_per_parameter_of_the_seed_shaped_module()
     c = b5(Context("fake"))
     assert c.verdict == "CONFIRMED" and c.corrected_value == c.measured == 4 * c.evidence["N module"]
     assert c.evidence["N module"] - c.evidence["N seed"] == 858_624
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        MemorySpec(model="tiny-llama", mode="forward", dtype="fp32", batch=2, seq=32),
+        MemorySpec(model="tiny-gpt2", dtype="bf16", batch=2, seq=32, optimizer="none"),
+        MemorySpec(model="tiny-qwen2", dtype="fp32", batch=2, seq=32, loss="sum", optimizer="sgd"),
+    ],
+    ids=["forward-no-grad", "no-optimizer", "sum-loss"],
+)
+def test_the_benchmark_knobs_trace_what_real_cpu_tensors_hold(spec):
+    """--mode forward (no-grad, no cache, all logits), --optimizer none and --loss sum: the fake trace
+    and the same run on real CPU tensors agree to the byte; no optimizer keeps no state; a forward
+    keeps at least every position's logits (B·S·V in the compute dtype) at its peak."""
+    fake, real = run(spec, device="fake"), run(spec, device="cpu")
+    assert (fake.peak_bytes, fake.activations_bytes, fake.optimizer_bytes) == (real.peak_bytes, real.activations_bytes, real.optimizer_bytes)
+    if spec.optimizer == "none":
+        assert fake.optimizer_bytes == 0 and fake.grads_bytes == fake.params_bytes
+    if spec.mode == "forward":
+        V = load_config(spec.model).vocab_size
+        assert fake.activations_bytes >= spec.batch * spec.seq * V * 4 and fake.grads_bytes == 0

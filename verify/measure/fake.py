@@ -23,7 +23,7 @@ import time
 import torch
 
 from verify.measure.memory import Category, MemoryResult, MemorySpec
-from verify.measure.steps import Hooks, autocast_context, cache_tensors, generate_greedy, prepare_training, train_step
+from verify.measure.steps import Hooks, autocast_context, cache_tensors, forward_step, generate_greedy, prepare_training, train_step
 from verify.measure.tracker import Tracker
 
 
@@ -74,6 +74,8 @@ def run(spec: MemorySpec, device: str = "fake", config=None, tracker: Tracker | 
                                 device=next(model.parameters()).device)
             if spec.mode == "train":
                 fields = _train(model, spec, compute, ids, tracker, emulate=device != "cuda")
+            elif spec.mode == "forward":
+                fields = _forward(model, ids, tracker)
             else:
                 fields = _generate(model, spec, ids, tracker)
     except torch.OutOfMemoryError:
@@ -146,15 +148,16 @@ def _train(model, spec: MemorySpec, compute: torch.dtype, ids, tracker: Tracker,
     # the recompute of checkpointed layers runs inside backward, outside the function mode: give it its own
     context_fn = (lambda: (contextlib.nullcontext(), CudaKernelChoices())) if emulate else None
     optimizer = prepare_training(model, spec.optimizer, spec.checkpointing, context_fn=context_fn)
-    params = [p for group in optimizer.param_groups for p in group["params"]]
+    params = [p for p in model.parameters() if p.requires_grad]
     for p in params:
         p.register_post_accumulate_grad_hook(lambda p: tracker.relabel(p.grad, Category.GRADS))
     tracker.add(ids, Category.ACTIVATIONS)
     device_type = params[0].device.type
 
     # step 1 creates the optimizer state; step 2 is the one measured
-    train_step(model, optimizer, ids, autocast_context(spec.precision, compute, device_type), Hooks(mark=tracker.mark))
-    tracker.relabel([t for s in optimizer.state.values() for t in s.values() if isinstance(t, torch.Tensor)], Category.OPTIMIZER)
+    train_step(model, optimizer, ids, autocast_context(spec.precision, compute, device_type), Hooks(mark=tracker.mark), loss=spec.loss)
+    if optimizer is not None:
+        tracker.relabel([t for s in optimizer.state.values() for t in s.values() if isinstance(t, torch.Tensor)], Category.OPTIMIZER)
     tracker.reset_peak()
     grads = {}
 
@@ -163,7 +166,8 @@ def _train(model, spec: MemorySpec, compute: torch.dtype, ids, tracker: Tracker,
         grads["bytes"] = tracker.bytes(Category.GRADS)
 
     train_step(model, optimizer, ids, autocast_context(spec.precision, compute, device_type),
-               Hooks(mark=tracker.mark, after_forward=lambda loss: tracker.snapshot("forward_end"), after_step=after_step))
+               Hooks(mark=tracker.mark, after_forward=lambda loss: tracker.snapshot("forward_end"), after_step=after_step),
+               loss=spec.loss)
     boundary = tracker.snapshots["forward_end"]
     persistent = sum(boundary.get(c.value, 0) for c in (Category.PARAMS, Category.GRADS, Category.OPTIMIZER, Category.BUFFERS))
     return {
@@ -172,6 +176,16 @@ def _train(model, spec: MemorySpec, compute: torch.dtype, ids, tracker: Tracker,
         "activations_bytes": boundary["total"] - persistent,
         "kv_cache_bytes": 0,
     }
+
+
+def _forward(model, ids, tracker: Tracker) -> dict:
+    model.eval()
+    tracker.add(ids, Category.ACTIVATIONS)
+    tracker.reset_peak()
+    logits = forward_step(model, ids, Hooks(mark=tracker.mark))
+    weights = tracker.bytes(Category.PARAMS) + tracker.bytes(Category.BUFFERS)
+    del logits
+    return {"grads_bytes": 0, "optimizer_bytes": 0, "activations_bytes": tracker.peak - weights, "kv_cache_bytes": 0}
 
 
 def _generate(model, spec: MemorySpec, ids, tracker: Tracker) -> dict:

@@ -11,8 +11,9 @@ from dataclasses import asdict, dataclass, field
 
 from verify.units import DTYPE_NAMES, PRECISIONS
 
-MODES = ("train", "generate")
-OPTIMIZERS = ("adamw", "adam", "sgd")
+MODES = ("train", "generate", "forward")
+OPTIMIZERS = ("adamw", "adam", "sgd", "none")
+LOSSES = ("ce", "sum")
 ATTNS = ("eager", "sdpa")
 BACKENDS = ("fake", "cuda")
 
@@ -34,11 +35,13 @@ class MemorySpec:
     """One run to measure."""
 
     model: str  # bundled name or config.json path
-    mode: str = "train"  # "train": forward, loss, backward, optimizer step; "generate": prefill + decode
+    mode: str = "train"  # "train": forward, loss, backward, optimizer step; "generate": prefill + decode;
+    # "forward": one forward under torch.no_grad() without a cache, every position's logits kept
     backend: str = "fake"  # "fake" (FakeTensorMode on CPU) or "cuda"
     dtype: str = "bf16"  # weight dtype; under precision="mixed" the autocast dtype (weights stay fp32)
     precision: str = "pure"  # "pure": everything in dtype; "mixed": fp32 master weights + autocast(dtype)
-    optimizer: str = "adamw"  # adamw | adam | sgd (plain SGD: no state)
+    optimizer: str = "adamw"  # adamw | adam | sgd (plain SGD: no state) | none (forward and backward only)
+    loss: str = "ce"  # "ce": the model's own cross-entropy (labels = inputs); "sum": logits.sum(), as some benchmarks do
     batch: int = 1  # B
     seq: int = 2048  # S: training sequence length, or the prompt length when generating
     new_tokens: int = 0  # tokens decoded after the prompt (generate mode)
@@ -101,13 +104,14 @@ def validate(spec: MemorySpec, shape) -> None:
         *common_checks(spec),
         (spec.attn in ATTNS, f"attention {spec.attn!r} is not one of {', '.join(ATTNS)}"),
         (spec.new_tokens >= 0, f"new-tokens must be zero or positive, got {spec.new_tokens}"),
+        (spec.loss in LOSSES, f"loss {spec.loss!r} is not one of {', '.join(LOSSES)}"),
         (
             not (spec.precision == "mixed" and spec.dtype == "fp32"),
             "precision 'mixed' keeps fp32 master weights and computes in --dtype fp16 or bf16; "
             "--dtype fp32 with mixed makes no sense (use --precision pure for fp32)",
         ),
         (
-            not (spec.mode == "generate" and (spec.checkpointing or spec.precision == "mixed")),
+            not (spec.mode != "train" and (spec.checkpointing or spec.precision == "mixed")),
             "--checkpointing and --precision mixed apply to training only (--mode train)",
         ),
     ]

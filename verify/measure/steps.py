@@ -32,12 +32,14 @@ class Hooks:
 
 
 def make_optimizer(name: str, params, foreach: bool = True):
-    """The optimizer a training run uses, with torch's defaults except `foreach`.
+    """The optimizer a training run uses, with torch's defaults except `foreach`; None for "none".
 
     foreach=True is what torch picks by default for CUDA tensors; it is passed explicitly so that
     the fake backend (whose tensors torch would otherwise step one by one) allocates the same
     foreach temporaries as a real GPU run.
     """
+    if name == "none":
+        return None
     params = [p for p in params if p.requires_grad]
     if name == "adamw":
         return torch.optim.AdamW(params, lr=1e-4, foreach=foreach)
@@ -45,7 +47,7 @@ def make_optimizer(name: str, params, foreach: bool = True):
         return torch.optim.Adam(params, lr=1e-4, foreach=foreach)
     if name == "sgd":
         return torch.optim.SGD(params, lr=1e-4, foreach=foreach)
-    raise ValueError(f"unknown optimizer {name!r}; choose adamw, adam or sgd")
+    raise ValueError(f"unknown optimizer {name!r}; choose adamw, adam, sgd or none")
 
 
 def prepare_training(model, optimizer: str, checkpointing: bool, context_fn=None):
@@ -68,28 +70,44 @@ def autocast_context(precision: str, dtype: torch.dtype, device_type: str):
     return contextlib.nullcontext()
 
 
-def train_step(model, optimizer, input_ids: torch.Tensor, autocast, hooks: Hooks | None = None) -> None:
-    """Forward with the model's own cross-entropy loss (labels = inputs), backward, optimizer step,
-    zero_grad(set_to_none=True). The logits are dropped as soon as the loss exists, as in a
-    training loop that keeps only the loss."""
+def train_step(model, optimizer, input_ids: torch.Tensor, autocast, hooks: Hooks | None = None, loss: str = "ce") -> None:
+    """Forward and loss, backward, optimizer step, zero_grad(set_to_none=True). loss "ce": the
+    model's own cross-entropy (labels = inputs); "sum": the sum of the logits. The logits are
+    dropped as soon as the loss exists, as in a training loop that keeps only the loss. With no
+    optimizer (None) the gradients are dropped after backward, as zero_grad would."""
     hooks = hooks or Hooks()
     hooks.phase("forward")
     with autocast:
-        loss = model(input_ids=input_ids, labels=input_ids, use_cache=False).loss
+        if loss == "ce":
+            value = model(input_ids=input_ids, labels=input_ids, use_cache=False).loss
+        else:
+            value = model(input_ids=input_ids, use_cache=False).logits.sum()
     if hooks.after_forward:
-        hooks.after_forward(loss)
+        hooks.after_forward(value)
     hooks.phase("backward")
-    loss.backward()
-    del loss
+    value.backward()
+    del value
     if hooks.after_backward:
         hooks.after_backward()
-    hooks.phase("optimizer")
-    optimizer.step()
+    if optimizer is not None:
+        hooks.phase("optimizer")
+        optimizer.step()
     if hooks.after_step:
         hooks.after_step()
     hooks.phase("zero_grad")
-    optimizer.zero_grad(set_to_none=True)
+    (optimizer or model).zero_grad(set_to_none=True)
     hooks.phase("idle")
+
+
+def forward_step(model, input_ids: torch.Tensor, hooks: Hooks | None = None) -> torch.Tensor:
+    """One forward under torch.no_grad() without a cache: every position's logits, as a benchmark
+    that calls model(input_ids) measures it. Returns the logits."""
+    hooks = hooks or Hooks()
+    with torch.no_grad():
+        hooks.phase("forward")
+        logits = model(input_ids=input_ids, use_cache=False).logits
+    hooks.phase("idle")
+    return logits
 
 
 def generate_greedy(model, input_ids: torch.Tensor, new_tokens: int, hooks: Hooks | None = None):
