@@ -6,11 +6,11 @@ import dataclasses
 import pytest
 import torch
 
+from verify import sweep
 from verify.cli import main
 from verify.configs import load_config, shape
 from verify.measure import cuda
 from verify.measure.memory import MemorySpec, validate
-from verify.report import gpu_summary
 
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -18,11 +18,11 @@ needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CU
 def test_gpu_runs_are_valid_and_cover_what_the_predictor_is_checked_on():
     """At least 12 valid runs: training and generation, fp32/mixed/pure, eager and sdpa,
     checkpointing, a batch and a sequence sweep, MHA and GQA generation; names unique."""
-    specs = [s for _, s in cuda.GPU_RUNS]
-    for name, spec in cuda.GPU_RUNS:
+    specs = [s for _, s in sweep.GPU_RUNS]
+    for name, spec in sweep.GPU_RUNS:
         validate(spec, shape(load_config(spec.model)))
         assert spec.backend == "cuda", name
-    assert len({n for n, _ in cuda.GPU_RUNS}) == len(specs) >= 12
+    assert len({n for n, _ in sweep.GPU_RUNS}) == len(specs) >= 12
     train = [s for s in specs if s.mode == "train"]
     gen = [s for s in specs if s.mode == "generate"]
     assert {(s.dtype, s.precision) for s in train} >= {("fp32", "pure"), ("bf16", "mixed"), ("bf16", "pure")}
@@ -49,7 +49,7 @@ def test_gpu_summary_takes_worst_and_median_over_runs_with_both_figures():
         {"status": "ok", "measured_peak_bytes": 400, "predicted_peak_bytes": None, "fake_peak_bytes": 404},
         {"status": "oom", "spec": {}},
     ]
-    s = gpu_summary(rows)
+    s = sweep.summary(rows)
     assert (s["runs"], s["ok"], s["oom"]) == (4, 3, 1)
     assert s["predictor"]["compared"] == 2 and s["predictor"]["worst_rel_error"] == pytest.approx(0.02)
     assert s["predictor"]["median_rel_error"] == pytest.approx(0.015)
@@ -89,5 +89,5 @@ def test_bf16_weights_on_the_gpu_are_two_bytes_per_parameter():
 @needs_gpu
 def test_out_of_memory_is_a_recorded_result():
     spec = MemorySpec(model="llama2-7b", backend="cuda", dtype="fp32", precision="pure", batch=64, seq=4096)
-    r = cuda.run_or_oom(spec)
+    r = sweep.measure_or_oom(spec)
     assert r["status"] == "oom" and r["spec"]["batch"] == 64

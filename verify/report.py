@@ -238,45 +238,25 @@ def write(out_dir=None, backend: str = "auto", only: str | None = None, fresh: b
     return written
 
 
-def gpu_summary(rows: list[dict]) -> dict:
-    """Worst and median |predicted - measured| / measured of the corrected predictor, and of the
-    fake backend against CUDA, over the runs that have both figures."""
-    import statistics
-
-    def errors(key: str) -> list[float]:
-        return [abs(rel_error(r[key], r["measured_peak_bytes"])) for r in rows
-                if r.get("status") == "ok" and r.get(key) is not None and r.get("measured_peak_bytes")]
-
-    out = {"runs": len(rows), "ok": sum(r.get("status") == "ok" for r in rows), "oom": sum(r.get("status") == "oom" for r in rows)}
-    for key, label in (("predicted_peak_bytes", "predictor"), ("fake_peak_bytes", "fake")):
-        e = errors(key)
-        out[label] = {"compared": len(e), "worst_rel_error": max(e) if e else None,
-                      "median_rel_error": statistics.median(e) if e else None}
-    out["targets"] = {"predictor worst": 0.02, "predictor median": 0.01, "fake vs cuda": 0.02}
-    return out
-
-
 def write_gpu_results(out_dir, hw: dict, command: str, fresh: bool, progress=None):
-    """Run the GPU sweep (verify.measure.cuda.GPU_RUNS) and write results.json: hardware, every run
-    with measured (CUDA), fake and predicted peaks, and the summary against the targets."""
-    import json
+    """Run the GPU sweep (verify.sweep.GPU_RUNS) and write results.json: hardware, every run with
+    measured (CUDA), fake and predicted peaks, the summary against the targets, and the weights of
+    verify.measure.cuda.WEIGHT_RUNS as allocated on the GPU."""
     import sys
 
+    from verify import sweep
     from verify.measure import cuda
 
     jsonl = out_dir / "gpu_runs.jsonl"
-    if fresh and jsonl.exists():
-        jsonl.unlink()
+    if fresh:
+        jsonl.unlink(missing_ok=True)
 
     def show(i, n, row):
         if progress:
             print(f"[gpu {i}/{n}] {row['name']}: {row.get('status')} peak {fmt_bytes(row.get('measured_peak_bytes'), 'GB')}",
                   file=sys.stderr, flush=True)
 
-    rows = cuda.sweep(jsonl, progress=show)
-    weights = [cuda.weights_on_gpu(*w) for w in cuda.WEIGHT_RUNS]
-    path = out_dir / "results.json"
-    path.write_text(json.dumps({"hardware": hw, "command": command, "summary": gpu_summary(rows), "runs": rows,
-                                "weights": weights},
-                               indent=2, default=str) + "\n")
+    rows = sweep.sweep(sweep.GPU_RUNS, jsonl, progress=show)
+    path = sweep.write_results(out_dir, hw, command, rows, weights=[cuda.weights_on_gpu(*w) for w in cuda.WEIGHT_RUNS])
+    jsonl.unlink(missing_ok=True)
     return path

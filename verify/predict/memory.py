@@ -269,3 +269,14 @@ def prediction_for(spec) -> dict[str, dict[str, int]]:
     """`predict` for a MemorySpec, its inputs gathered from spec.model."""
     s, T, dropout = inputs_for(spec.model)
     return predict(s, spec, T, dropout)
+
+
+def predicted_peak(spec) -> tuple[int | None, str | None, str | None]:
+    """(peak bytes, the moment it is at, None) for the run `spec`; (None, None, why not) where the
+    predictor does not cover the peak of this run."""
+    s, T, dropout = inputs_for(spec.model)
+    why_not = peak_covered(s, spec)
+    if why_not is not None:
+        return None, None, why_not
+    (moment, peak), = predict(s, spec, T, dropout)["peak"].items()
+    return peak, moment, None
