@@ -44,16 +44,17 @@ def test_cuda_backend_without_a_gpu_is_one_line_and_exit_2(capsys):
 def test_gpu_summary_takes_worst_and_median_over_runs_with_both_figures():
     """The summary compares only ok runs that carry both peaks; OOM runs are counted apart."""
     rows = [
-        {"status": "ok", "measured_peak_bytes": 100, "predicted_peak_bytes": 101, "fake_peak_bytes": 100},
-        {"status": "ok", "measured_peak_bytes": 200, "predicted_peak_bytes": 196, "fake_peak_bytes": None},
-        {"status": "ok", "measured_peak_bytes": 400, "predicted_peak_bytes": None, "fake_peak_bytes": 404},
-        {"status": "oom", "spec": {}},
+        {"name": "a", "status": "ok", "measured_peak_bytes": 100, "predicted_peak_bytes": 101, "fake_peak_bytes": 100},
+        {"name": "b", "status": "ok", "measured_peak_bytes": 200, "predicted_peak_bytes": 196, "fake_peak_bytes": None},
+        {"name": "c", "status": "ok", "measured_peak_bytes": 400, "predicted_peak_bytes": None, "fake_peak_bytes": 404},
+        {"name": "d", "status": "oom", "spec": {}},
     ]
     s = sweep.summary(rows)
     assert (s["runs"], s["ok"], s["oom"]) == (4, 3, 1)
     assert s["predictor"]["compared"] == 2 and s["predictor"]["worst_rel_error"] == pytest.approx(0.02)
     assert s["predictor"]["median_rel_error"] == pytest.approx(0.015)
     assert s["fake"]["compared"] == 2 and s["fake"]["worst_rel_error"] == pytest.approx(0.01)
+    assert s["fake"]["worst_abs_bytes"] == 4 and s["not_predicted"] == ["c"]
 
 
 @needs_gpu
