@@ -52,20 +52,29 @@ def test_shaped_configs_land_on_their_rounded_published_totals(name):
     assert abs(pc.total - total) / total <= tol
 
 
+# the closed form's terms -> the introspected components they count
+TERM_COMPONENTS = {
+    "embedding Vh": ("embedding",),
+    "positions Nh": ("positions",),
+    "embedding projections": ("embedding_projections",),
+    "attention": ("attention",),
+    "mlp": ("mlp", "experts"),
+    "router": ("router",),
+    "norms": ("norms",),
+    "output head": ("output_head",),
+}
+
+
 @pytest.mark.parametrize("name", bundled_names())
 def test_exact_closed_form_equals_introspection_for_every_bundled_model(name):
-    """verify.formulas.params.exact sums to the counted total, and each of its terms equals the component count."""
+    """The family's closed form sums to the counted total, each term equals its components' count, and no parameter is left in "other"."""
     s, pc = _count(name)
     terms = F.exact(s)
     assert F.total(terms) == pc.total
     comp = pc.by_component
-    assert terms["embedding Vh"] == comp.get("embedding", 0)
-    assert terms["positions Nh"] == comp.get("positions", 0)
-    assert terms["attention"] == comp.get("attention", 0)
-    assert terms["mlp"] == comp.get("mlp", 0) + comp.get("experts", 0)
-    assert terms["router"] == comp.get("router", 0)
-    assert terms["norms"] == comp.get("norms", 0)
-    assert terms["output head"] == comp.get("output_head", 0)
+    for term, value in terms.items():
+        assert value == sum(comp.get(c, 0) for c in TERM_COMPONENTS[term]), term
+    assert comp.get("other", 0) == 0
 
 
 @pytest.mark.parametrize("name", bundled_names())
