@@ -1,6 +1,7 @@
 """The registry of architecture families (verify/families): every bundled config has a family,
-each family's closed form and buffers equal the meta-device module, multi-query attention is
-counted exactly, config variants stay exact, a model_type outside the registry is
+each family's closed form and buffers equal the meta-device module, the family-specific parts
+(GPT-J's head bias, OPT's projections and +2 positions, Falcon's and BigCode's multi-query
+attention) are counted exactly, config variants stay exact, a model_type outside the registry is
 counted by introspection with a note, and the predictor's exact categories hold for the new
 families on the fake backend."""
 
@@ -65,9 +66,48 @@ def test_family_buffers_equal_the_modules_buffers(name):
     assert total(family_of(s.model_type).buffers(s, 4)) == buffer_bytes
 
 
-@pytest.mark.parametrize("name", ["tiny-falcon", "tiny-bigcode"])
+def test_gptj_head_bias_single_norm_and_bias_free_attention():
+    """GPT-J: q, k, v, out_proj without biases (4h²), one LayerNorm per layer plus ln_f, an lm_head of V·h + V."""
+    s, pc, _ = _built("gpt-j-6b")
+    h, L, V = s.h, s.L, s.V
+    assert pc.by_component["attention"] == L * 4 * h * h
+    assert pc.by_component["norms"] == (L + 1) * 2 * h
+    assert pc.by_component["output_head"] == V * h + V
+    assert pc.by_component["mlp"] == L * (2 * h * s.ffn + s.ffn + h)
+
+
+def test_gptj_model_card_total_counts_the_eight_mesh_transformer_shards():
+    """The card's 6,053,381,344 is the JAX checkpoint summed over its 8 model-parallel shards: the
+    module's count plus 7 more copies of every LayerNorm and fc_out bias and 8 embedding biases."""
+    s, pc, _ = _built("gpt-j-6b")
+    h, L, shards = s.h, s.L, 8
+    replicated = (shards - 1) * ((L + 1) * 2 * h + L * h)  # LayerNorms, fc_out bias: one per shard in the checkpoint
+    embedding_bias = shards * h  # the JAX embedding is a biased Linear per shard; the conversion folds it into wte
+    assert pc.total + replicated + embedding_bias == 6_053_381_344
+
+
+def test_opt_fc1_fc2_are_mlp_and_its_projections_and_positions_are_exact():
+    """OPT-350M: fc1/fc2 under mlp, project_in/out 2·e·h, positions (N+2)·h, no final LayerNorm (post-LN), embedding V·e."""
+    s, pc, _ = _built("opt-350m")
+    h, L, e = s.h, s.L, s.embed_dim
+    assert (e, s.final_norm, s.position_rows) == (512, False, s.max_positions + 2)
+    assert pc.by_component["mlp"] == L * (2 * h * s.ffn + s.ffn + h)
+    assert pc.by_component["embedding_projections"] == 2 * e * h
+    assert pc.by_component["positions"] == (s.max_positions + 2) * h
+    assert pc.by_component["embedding"] == s.V * e
+    assert pc.by_component["norms"] == 2 * L * 2 * h
+
+
+def test_opt_13b_has_a_final_norm_and_no_projections():
+    """OPT-1.3B (pre-LN, e = h): 2L+1 LayerNorms and no project_in/out."""
+    s, pc, _ = _built("opt-1.3b")
+    assert s.final_norm and "embedding_projections" not in pc.by_component
+    assert pc.by_component["norms"] == (2 * s.L + 1) * 2 * s.h
+
+
+@pytest.mark.parametrize("name", ["falcon-7b", "tiny-falcon", "starcoderbase-1b", "tiny-bigcode"])
 def test_multi_query_attention_keeps_one_key_value_head(name):
-    """Falcon's (old architecture) and BigCode's multi-query fused qkv is h × (h + 2·d_head): one key/value head."""
+    """Falcon-7B and StarCoder's fused qkv is h × (h + 2·d_head): one key/value head."""
     s, pc, _ = _built(name)
     assert s.kv_heads == 1
     qkv_out = s.h + 2 * s.head_dim
