@@ -2,6 +2,8 @@
 the seed formulas on the seeds' own worked examples, and bad input."""
 
 import json
+from functools import lru_cache
+from pathlib import Path
 
 import pytest
 
@@ -9,6 +11,8 @@ from verify.build import build
 from verify.configs import ConfigError, bundled_names, load_config, shape
 from verify.formulas import params as F
 from verify.measure.params import count
+
+MODELS = Path(__file__).resolve().parent.parent / "models"
 
 # Published totals of the real models (model cards / papers); a cross-check of the meta count.
 PUBLISHED_EXACT = {
@@ -27,12 +31,20 @@ PUBLISHED_EXACT = {
     "bloom-7b1": 7_069_016_064,
     "llama3-70b": 70_553_706_496,
     "llama3-405b": 405_853_388_800,
+    "mistral-7b": 7_241_732_096,
+    "opt-1.3b": 1_315_758_080,
+    "opt-350m": 331_196_416,
+    "gpt-neox-20b": 20_554_567_680,
+    "falcon-7b": 6_921_720_704,  # the model card says 7B; the exact figure's source: models/README.md
+    "starcoderbase-1b": 1_137_207_296,  # the model card says 1B; the exact figure's source: models/README.md
 }
 # Shaped configs whose totals are published only rounded: (rounded total, relative tolerance).
 PUBLISHED_ROUNDED = {"gpt3-175b": (175e9, 0.005), "grok-1": (314e9, 0.01)}
 
 
+@lru_cache(maxsize=None)
 def _count(name):
+    """(Shape, ParamCount) of a bundled model on the meta device, built once per test session."""
     config = load_config(name)
     return shape(config), count(build(config, device="meta"))
 
@@ -52,20 +64,29 @@ def test_shaped_configs_land_on_their_rounded_published_totals(name):
     assert abs(pc.total - total) / total <= tol
 
 
+# the closed form's terms -> the introspected components they count
+TERM_COMPONENTS = {
+    "embedding Vh": ("embedding",),
+    "positions Nh": ("positions",),
+    "embedding projections": ("embedding_projections",),
+    "attention": ("attention",),
+    "mlp": ("mlp", "experts"),
+    "router": ("router",),
+    "norms": ("norms",),
+    "output head": ("output_head",),
+}
+
+
 @pytest.mark.parametrize("name", bundled_names())
 def test_exact_closed_form_equals_introspection_for_every_bundled_model(name):
-    """verify.formulas.params.exact sums to the counted total, and each of its terms equals the component count."""
+    """The family's closed form sums to the counted total, each term equals its components' count, and no parameter is left in "other"."""
     s, pc = _count(name)
     terms = F.exact(s)
     assert F.total(terms) == pc.total
     comp = pc.by_component
-    assert terms["embedding Vh"] == comp.get("embedding", 0)
-    assert terms["positions Nh"] == comp.get("positions", 0)
-    assert terms["attention"] == comp.get("attention", 0)
-    assert terms["mlp"] == comp.get("mlp", 0) + comp.get("experts", 0)
-    assert terms["router"] == comp.get("router", 0)
-    assert terms["norms"] == comp.get("norms", 0)
-    assert terms["output head"] == comp.get("output_head", 0)
+    for term, value in terms.items():
+        assert value == sum(comp.get(c, 0) for c in TERM_COMPONENTS[term]), term
+    assert comp.get("other", 0) == 0
 
 
 @pytest.mark.parametrize("name", bundled_names())
@@ -126,11 +147,14 @@ def test_rope_is_a_buffer_not_a_parameter():
     assert pc.buffers > 0
 
 
-def test_counts_by_kind_add_up_to_the_total():
-    """matrix + bias + norm scale + norm shift = total, for a model with all four."""
+def test_counts_by_kind_equal_the_config_sizes():
+    """GPT-2 by kind, from the sizes in its config file: matrices V·h + N·h + 12·L·h² (wte, wpe,
+    c_attn, c_proj, c_fc, mlp c_proj), biases 9·L·h, and (2L+1)·h LayerNorm scales and shifts."""
+    cfg = json.loads((MODELS / "gpt2.json").read_text())
+    h, L, V, N = cfg["n_embd"], cfg["n_layer"], cfg["vocab_size"], cfg["n_positions"]
     _, pc = _count("gpt2")
-    assert set(pc.by_kind) == {"matrix", "bias", "norm_scale", "norm_shift"}
-    assert sum(pc.by_kind.values()) == pc.total
+    assert pc.by_kind == {"matrix": V * h + N * h + 12 * L * h * h, "bias": 9 * L * h,
+                          "norm_scale": (2 * L + 1) * h, "norm_shift": (2 * L + 1) * h}
 
 
 def test_seed_004_llama_7b_arithmetic():
@@ -185,7 +209,7 @@ def test_malformed_json_is_reported_with_its_line(tmp_path):
 
 @pytest.mark.parametrize("field,value", [("hidden_size", 0), ("num_hidden_layers", -2), ("vocab_size", None)])
 def test_zero_negative_or_missing_sizes_are_rejected(tmp_path, field, value):
-    data = json.loads(open("models/tiny-llama.json").read())
+    data = json.loads((MODELS / "tiny-llama.json").read_text())
     if value is None:
         del data[field]
         data[field] = None

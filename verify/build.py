@@ -12,15 +12,7 @@ from __future__ import annotations
 
 import torch
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
-
-
-def parse_dtype(name: str) -> torch.dtype:
-    try:
-        return DTYPES[name]
-    except KeyError:
-        raise ValueError(f"unknown dtype {name!r}; choose one of {', '.join(DTYPES)}") from None
 
 
 def build(config, device: str = "meta", dtype: torch.dtype = torch.float32, attn: str | None = None, fake_mode=None):

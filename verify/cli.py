@@ -30,8 +30,10 @@ def _model(name: str):
 
 
 def params_report(name: str) -> dict:
-    """Count MODEL on the meta device and put the seed formulas beside the count."""
+    """Count MODEL on the meta device and put the seed formulas beside the count (for a family the
+    registry does not cover: the count alone, and a note saying so)."""
     from verify.build import build
+    from verify.families import not_in_registry
     from verify.formulas import params as F
     from verify.measure.params import count
 
@@ -40,6 +42,9 @@ def params_report(name: str) -> dict:
         pc = count(build(config, device="meta"))
     except ValueError as e:
         raise UsageError(str(e)) from None
+    if s.family is None:
+        return {"model": s.name, "family": None, "note": not_in_registry(s.model_type), "shape": s.as_dict(),
+                **pc.as_dict(), "formulas": None}
     comp = pc.by_component
     per_term = [  # (component, measured, seed term, seed's formula, claim)
         ("attention", comp.get("attention", 0), F.total(F.attention_4h2(s.h)) * s.L, "L·4h²", "P1"),
@@ -51,6 +56,8 @@ def params_report(name: str) -> dict:
         ("positions", comp.get("positions", 0), F.total(F.positions_Nh(s.max_positions, s.h, s.positions)),
          "Nh learned / 0 RoPE, ALiBi", "P6"),
     ]
+    if comp.get("embedding_projections"):  # OPT's project_in/out: no seed formula has them
+        per_term.append(("embedding projections", comp["embedding_projections"], 0, "none", "-"))
     totals = [
         ("12Lh²+Vh", F.total(F.total_approx(s.L, s.h, s.V)), "P7"),
         ("L(12h²+4h)+Vh+2h", F.total(F.total_full(s.L, s.h, s.V)), "P7"),
@@ -58,6 +65,7 @@ def params_report(name: str) -> dict:
     ]
     return {
         "model": s.name,
+        "family": s.family,
         "shape": s.as_dict(),
         **pc.as_dict(),
         "formulas": {
@@ -81,7 +89,7 @@ def cmd_params(args) -> int:
         print(json.dumps(r, indent=2))
         return 0
     s = r["shape"]
-    print(f"{r['model']} ({s['model_type']}): h={s['h']} L={s['L']} V={s['V']} heads={s['heads']} "
+    print(f"{r['model']} ({s['model_type']}, family {r['family']}): h={s['h']} L={s['L']} V={s['V']} heads={s['heads']} "
           f"kv_heads={s['kv_heads']} d_ff={s['ffn']} experts={s['experts']} tied={s['tied']} positions={s['positions']}")
     print(f"total parameters (tied counted once): {fmt_count(r['total'])}; trainable {fmt_count(r['trainable'])}")
     if r["tied"]:
@@ -89,6 +97,12 @@ def cmd_params(args) -> int:
     print()
     print(tabulate([(k, f"{v:,}") for k, v in r["by_kind"].items()], headers=["kind", "params"], colalign=("left", "right")))
     print()
+    if r["formulas"] is None:
+        print(tabulate([(k, f"{v:,}") for k, v in r["by_component"].items()], headers=["component", "params"],
+                       colalign=("left", "right")))
+        print()
+        print(r["note"])
+        return 0
     rows = [(c["component"], f"{c['measured']:,}", c["formula"], f"{c['predicted']:,}", fmt_rel(c["rel_error"]), c["claim"])
             for c in r["formulas"]["components"]]
     print(tabulate(rows, headers=["component", "measured params", "seed formula", "seed params", "error", "claim"],
@@ -167,8 +181,14 @@ def cmd_memory(args) -> int:
         companion = measure(other) if args.companion else None
     except (ValueError, RuntimeError):  # the other mode may not run here (OOM on a GPU, a mode the model lacks)
         companion = None
-    out = {**result.as_dict(), "predictions": seed_predictions(s, spec, result, companion),
-           "corrected": corrected_prediction(spec, result)}
+    if s.family is None:  # no closed form: no N for the seeds' formulas, no predictor
+        from verify.families import not_in_registry
+
+        out = {**result.as_dict(), "family": None, "note": not_in_registry(s.model_type), "predictions": {},
+               "corrected": {"not_covered": not_in_registry(s.model_type)}}
+    else:
+        out = {**result.as_dict(), "predictions": seed_predictions(s, spec, result, companion),
+               "corrected": corrected_prediction(spec, result)}
     if companion is not None:
         out["companion"] = {k: v for k, v in companion.as_dict().items() if k.endswith("_bytes") or k == "spec"}
     if args.json:

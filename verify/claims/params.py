@@ -8,7 +8,9 @@ from verify.formulas import params as F
 from verify.units import rel_error
 
 REAL = ("gpt2", "gpt2-medium", "gpt3-175b", "llama-7b", "llama-13b", "llama-33b", "llama-65b", "llama2-7b",
-        "llama2-70b", "llama3-8b", "tinyllama-1.1b", "qwen2-0.5b", "mixtral-8x7b", "grok-1", "bloom-7b1")
+        "llama2-70b", "llama3-8b", "tinyllama-1.1b", "qwen2-0.5b", "mixtral-8x7b", "grok-1", "bloom-7b1",
+        # added with the family registry (issue 11): one real model per family it brought
+        "gpt-j-6b", "opt-1.3b", "opt-350m", "gpt-neox-20b", "falcon-7b", "starcoderbase-1b", "mistral-7b")
 
 
 def counted(ctx: Context, name: str):
@@ -141,12 +143,19 @@ def p4(ctx: Context):
     for name in REAL:
         s, pc = counted(ctx, name)
         rows.append(_row(name, pc.by_component["embedding"], F.total(F.embedding_Vh(s.V, s.h))))
+        rows[-1].update({"embedding width": s.embed_dim, "V·d_embed": F.total(F.embedding_Vh(s.V, s.embed_dim))})
     worst = max(rows, key=lambda r: abs(r["seed_rel_error"]))
+    off = [r for r in rows if r["measured"] != r["seed"]]
     return judge(
         "P4", predicted=worst["seed"], measured=worst["measured"], unit="params", tolerance=0.0,
-        explanation=f"The token embedding is exactly V·h in all {len(rows)} bundled architectures (V = rows of the "
-                    "embedding matrix, which can exceed the tokenizer's vocabulary, see P14).",
-        evidence={"rows": rows}, backend=ctx.backend, command=_cmd("qwen2-0.5b"),
+        explanation=(f"The token embedding is exactly V·h in {len(rows) - len(off)} of {len(rows)} bundled architectures "
+                     "(V = rows of the embedding matrix, which can exceed the tokenizer's vocabulary, see P14)"
+                     + ("; not where the embedding is narrower than the hidden size: " + ", ".join(
+                         f"{r['model']} is V × {r['embedding width']} ({r['seed_rel_error']:+.0%})" for r in off)
+                        + " (project_in and project_out carry it to and from h)" if off else "") + "."),
+        corrected="V·d_embed, d_embed the embedding width (= h but for OPT-350M's word_embed_proj_dim)",
+        corrected_value=worst["V·d_embed"],
+        evidence={"rows": rows}, backend=ctx.backend, command=_cmd(worst["model"]),
     )
 
 
@@ -156,14 +165,22 @@ def p5(ctx: Context):
         s, pc = counted(ctx, name)
         rows.append({**_row(name, pc.by_component.get("output_head", 0), F.total(F.output_head(s.V, s.h, s.tied))),
                      "tied": s.tied, "shared_tensors": [list(t) for t in pc.tied]})
-    worst = max(rows, key=lambda r: abs(r["measured"] - r["seed"]))
-    ok = all(r["measured"] == r["seed"] for r in rows)
+        rows[-1]["head bias"] = bool(s.head_bias)
+    tied = [r["model"] for r in rows if r["tied"]]
+    off = [r for r in rows if r["measured"] != r["seed"]]
     return judge(
         "P5", predicted=sum(r["seed"] for r in rows), measured=sum(r["measured"] for r in rows), unit="params",
         tolerance=0.0,
-        explanation=("Tied heads (GPT-2, BLOOM, Qwen2-0.5B, Grok-1) share the embedding Parameter and add 0; untied "
-                     "heads (LLaMA, Mixtral) add exactly V·h." if ok else f"{worst['model']} differs"),
-        evidence={"rows": rows}, backend=ctx.backend, command=_cmd("llama-7b"),
+        explanation=(f"Tied heads ({', '.join(tied)}) share the embedding Parameter and add 0; the other "
+                     f"{len(rows) - len(tied)} add exactly V·h"
+                     + (", except " + ", ".join(f"{r['model']} ({r['measured'] - r['seed']:+,}"
+                                                 + (": its lm_head has a bias of V" if r["head bias"] else "") + ")" for r in off)
+                        if off else "") + "."),
+        corrected="0 tied; V·h untied, + V where the head has a bias (GPT-J)",
+        corrected_value=sum(r["measured"] for r in rows) if not off else sum(
+            F.total(F.output_head(r_s.V, r_s.h, r_s.tied)) + (r_s.V if r_s.head_bias else 0)
+            for r_s in (counted(ctx, r["model"])[0] for r in rows)),
+        evidence={"rows": rows}, backend=ctx.backend, command=_cmd(off[0]["model"] if off else "llama-7b"),
     )
 
 

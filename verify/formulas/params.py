@@ -7,9 +7,7 @@ a heads, d_ff MLP inner size. Nothing here imports torch.
 
 from __future__ import annotations
 
-
-def total(terms: dict[str, int]) -> int:
-    return sum(terms.values())
+from verify.formulas import total  # noqa: F401  (callers sum these formulas' terms with it)
 
 
 def attention_4h2(h: int) -> dict[str, int]:
@@ -85,43 +83,38 @@ def gpt2_block(d: int, d_ff: int) -> dict[str, int]:
 
 
 def exact(s) -> dict[str, int]:
-    """The exact closed form for a normalized Shape `s` (verify.configs.Shape), term by term.
+    """The exact closed form for a normalized Shape `s` (verify.configs.Shape), term by term: its
+    family's count (verify/families), in the terms embedding, positions, attention, mlp (all
+    experts), router, norms and output head (and OPT's embedding projections). A model_type the
+    registry does not cover has none: ValueError (count it by introspection)."""
+    from verify.families import family_of, not_in_registry
 
-    attention: q h·a·d_head, k and v h·kv·d_head each, o a·d_head·h, plus the biases the
-    architecture has; MLP: 2 or 3 (gated) matrices h·d_ff per expert, biases, router h·E;
-    norms: 2 per layer + final (+ BLOOM's embedding norm), h each for RMSNorm, 2h for LayerNorm.
-    """
-    q = s.heads * s.head_dim
-    kv = s.kv_heads * s.head_dim
-    attn = s.h * q + 2 * s.h * kv + q * s.h
-    attn += (q + 2 * kv if s.attn_bias else 0) + (s.h if s.o_bias else 0)
-    mats = 3 if s.gated_mlp else 2
-    mlp = mats * s.h * s.ffn + ((mats - 1) * s.ffn + s.h if s.mlp_bias else 0)
-    per_norm = 2 * s.h if s.norm == "layernorm" else s.h
-    return {
-        "embedding Vh": s.V * s.h,
-        "positions Nh": s.max_positions * s.h if s.positions == "learned" else 0,
-        "attention": s.L * attn,
-        "mlp": s.L * mlp * s.experts,
-        "router": s.L * s.h * s.experts if s.experts > 1 else 0,
-        "norms": (2 * s.L + 1 + (1 if s.embed_norm else 0)) * per_norm,
-        "output head": 0 if s.tied else s.V * s.h,
-    }
+    family = family_of(s.model_type)
+    if family is None:
+        raise ValueError(not_in_registry(s.model_type))
+    return family.params(s)
 
 
 def p7_corrections(s) -> dict[str, int]:
     """What L(12h²+4h)+Vh+2h misses for Shape `s`, as named signed deltas.
 
-    Applied in order, each delta moves the seed's formula one step towards `exact(s)`;
-    seed + sum(deltas) == sum(exact(s)) for every architecture the Shape describes.
-    """
-    h, L = s.h, s.L
+    Each delta is read off the Shape's fields alone (not the family's closed form): applied in
+    order, they move the seed's formula one step towards the module; seed + sum(deltas) ==
+    sum(exact(s)) for every family in the registry (tests/test_params.py checks both against
+    introspection). A Shape of a family the registry does not cover has no block fields:
+    ValueError."""
+    if s.family is None:
+        from verify.families import not_in_registry
+
+        raise ValueError(not_in_registry(s.model_type))
+    h, L, V, e = s.h, s.L, s.V, s.embed_dim
     q = s.heads * s.head_dim
     kv = s.kv_heads * s.head_dim
     mats = 3 if s.gated_mlp else 2
-    per_norm = 2 * h if s.norm == "layernorm" else h
+    per_feature = {"layernorm": 2, "rmsnorm": 1}.get(s.norm, 0)  # parameters per normalized feature
+    norms = L * s.norms_per_layer + (1 if s.final_norm else 0) + (1 if s.embed_norm else 0)
     d = {
-        "head_dim x heads != h": L * (2 * h * q - 2 * h * h),
+        "head_dim x heads != h": L * (4 * h * q - 4 * h * h),  # q, k, v, o of a·d_head heads
         "GQA/MQA k,v (fewer kv heads)": L * (2 * h * kv - 2 * h * q),
         "MLP shape (SwiGLU / d_ff != 4h)": L * (mats * h * s.ffn - 8 * h * h),
         "MoE experts and router": L * ((s.experts - 1) * mats * h * s.ffn + (h * s.experts if s.experts > 1 else 0)),
@@ -130,9 +123,12 @@ def p7_corrections(s) -> dict[str, int]:
             + (h if s.o_bias else 0)
             + s.experts * ((mats - 1) * s.ffn + h if s.mlp_bias else 0)
         ),
-        "norms (RMSNorm has no beta; extra norms)": (2 * L + 1 + (1 if s.embed_norm else 0)) * per_norm
+        "norms (RMSNorm has no beta; extra norms)": norms * per_feature * h
+        + (L * 2 * per_feature * (h // s.heads) if s.qk_norm else 0)
         - (4 * L * h + 2 * h),
-        "learned positions Nh": s.max_positions * h if s.positions == "learned" else 0,
-        "untied output head Vh": 0 if s.tied else s.V * h,
+        "learned positions Nh": s.position_rows * h if s.positions == "learned" else 0,
+        "embedding width e != h (OPT's project_in/out)": V * e - V * h + (2 * e * h if e != h else 0),
+        "untied output head Vh": 0 if s.tied else V * e,
+        "output head bias V": V if s.head_bias else 0,
     }
     return {k: v for k, v in d.items() if v}

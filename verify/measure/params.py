@@ -11,7 +11,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-COMPONENTS = ("embedding", "positions", "attention", "mlp", "experts", "router", "norms", "output_head", "other")
+COMPONENTS = ("embedding", "positions", "embedding_projections", "attention", "mlp", "experts", "router", "norms",
+              "output_head", "other")
+# MLP projections named outside an `mlp` module (OPT's fc1/fc2 sit in the decoder layer itself)
+MLP_PROJECTIONS = {"fc1", "fc2", "fc_in", "fc_out", "c_fc", "dense_h_to_4h", "dense_4h_to_h", "gate_proj", "up_proj",
+                   "down_proj"}
 KINDS = ("matrix", "bias", "norm_scale", "norm_shift")
 
 
@@ -53,6 +57,8 @@ def component(path: str, module: nn.Module) -> str:
         return "norms"
     if last in {"lm_head", "embed_out", "output"}:
         return "output_head"
+    if last in {"project_in", "project_out"}:  # OPT: between the embedding width and h
+        return "embedding_projections"
     if isinstance(module, nn.Embedding):
         return "positions" if ("pos" in last or last == "wpe") else "embedding"
     if "experts" in p:
@@ -61,7 +67,7 @@ def component(path: str, module: nn.Module) -> str:
         return "router"
     if "attn" in p or "attention" in p:
         return "attention"
-    if "mlp" in p or "feed_forward" in p or "ffn" in p:
+    if "mlp" in p or "feed_forward" in p or "ffn" in p or last in MLP_PROJECTIONS:
         return "mlp"
     return "other"
 

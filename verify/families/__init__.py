@@ -1,0 +1,62 @@
+"""One registry of architecture families: for each, the transformers model_types it covers, what
+its blocks hold (read from a config into Shape fields), its exact parameter count as named
+terms, the bytes of its buffers, and its activation terms for the corrected predictor where
+they are derived.
+
+One module per family (llama.py, gpt2.py, ...) holds these as plain functions of a transformers
+config or a Shape (verify.configs.Shape); nothing here imports torch. A model_type no family
+covers still gets a Shape (the sizes every config has; the family fields None) and an exact
+count by introspection (verify/measure/params.py), but no closed form and no prediction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from verify.families import bloom, falcon, gemma, gpt2, gpt_bigcode, gpt_neox, gptj, llama, mixtral, opt, phi
+
+
+@dataclass(frozen=True)
+class Family:
+    """An architecture family: model_types whose modules share one block layout."""
+
+    name: str  # short name, the Shape's `family` ("llama", "opt", ...)
+    label: str  # how messages name it ("the LLaMA family", "GPT-2")
+    model_types: tuple[str, ...]  # the transformers model_types it covers
+    fields: Callable  # config -> the Shape fields its blocks decide (and the generic sizes it reads its own way)
+    params: Callable  # Shape -> exact parameter count as named terms (dict of ints)
+    buffers: Callable  # (Shape, p bytes of the weights' dtype) -> bytes of the module's buffers (RoPE tables, masks)
+    activations: Callable | None = None  # (Shape, MemorySpec, dropout) -> bytes saved for backward; None: not derived
+    activation_gaps: Callable | None = None  # (Shape, MemorySpec) -> why `activations` does not reach a run, or None
+
+
+FAMILIES = (
+    Family("llama", "the LLaMA family", llama.MODEL_TYPES, llama.fields, llama.params, llama.buffers,
+           llama.activations, llama.activation_gaps),
+    Family("gpt2", "GPT-2", gpt2.MODEL_TYPES, gpt2.fields, gpt2.params, gpt2.buffers, gpt2.activations, gpt2.activation_gaps),
+    Family("mixtral", "Mixtral", mixtral.MODEL_TYPES, mixtral.fields, mixtral.params, mixtral.buffers),
+    Family("bloom", "BLOOM", bloom.MODEL_TYPES, bloom.fields, bloom.params, bloom.buffers),
+    Family("opt", "OPT", opt.MODEL_TYPES, opt.fields, opt.params, opt.buffers),
+    Family("gptj", "GPT-J", gptj.MODEL_TYPES, gptj.fields, gptj.params, gptj.buffers),
+    Family("gpt_neox", "GPT-NeoX", gpt_neox.MODEL_TYPES, gpt_neox.fields, gpt_neox.params, gpt_neox.buffers),
+    Family("falcon", "Falcon", falcon.MODEL_TYPES, falcon.fields, falcon.params, falcon.buffers),
+    Family("gpt_bigcode", "GPT-BigCode", gpt_bigcode.MODEL_TYPES, gpt_bigcode.fields, gpt_bigcode.params,
+           gpt_bigcode.buffers),
+    Family("phi", "Phi", phi.MODEL_TYPES, phi.fields, phi.params, phi.buffers),
+    Family("gemma", "Gemma", gemma.MODEL_TYPES, gemma.fields, gemma.params, gemma.buffers),
+)
+
+
+def family_of(model_type: str) -> Family | None:
+    """The family covering a transformers model_type, or None if the registry has none."""
+    for family in FAMILIES:
+        if model_type in family.model_types:
+            return family
+    return None
+
+
+def not_in_registry(model_type: str) -> str:
+    """What the tool says about a model_type no family covers."""
+    return (f"family {model_type} is not in the registry: counts are by introspection alone "
+            "(no closed form, no seed formulas, no prediction)")
