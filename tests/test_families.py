@@ -195,8 +195,8 @@ def test_predictor_exact_categories_hold_for_every_family(name, mode):
     measured = {"params": r.params_bytes, "buffers": r.buffers_bytes, "grads": r.grads_bytes,
                 "optimizer": r.optimizer_bytes, "kv_cache": r.kv_cache_bytes}
     for category in ("params", "buffers", "grads", "optimizer", "kv_cache"):
-        if category in pr:
-            assert total(pr[category]) == measured[category], category
+        if category in pr.terms:
+            assert pr.total(category) == measured[category], category
 
 
 def test_falcon_new_architecture_caches_every_head():
@@ -210,7 +210,7 @@ def test_sliding_window_cache_keeps_the_last_window_once_decoding(seq, new_token
     """Mistral's cache (window 16) holds min(S + new - 1, W) positions after a decoding step; the prefill alone keeps all S."""
     config = config_with("tiny-mistral")
     spec = MemorySpec(model="tiny-mistral", mode="generate", dtype="bf16", batch=1, seq=seq, new_tokens=new_tokens, attn="sdpa")
-    assert total(predict(shape(config), spec, T=1)["kv_cache"]) == measure(spec).kv_cache_bytes
+    assert predict(shape(config), spec, T=1).total("kv_cache") == measure(spec).kv_cache_bytes
 
 
 def test_sliding_window_activations_eager_exact_and_sdpa_declared_not_covered():
@@ -220,9 +220,9 @@ def test_sliding_window_activations_eager_exact_and_sdpa_declared_not_covered():
     T = len(list(build(config, device="meta").parameters()))
     eager = MemorySpec(model="tiny-mistral", dtype="bf16", batch=2, seq=32, attn="eager")
     assert covered(s, eager) is None
-    assert total(predict(s, eager, T)["activations"]) == measure(eager).activations_bytes
+    assert predict(s, eager, T).total("activations") == measure(eager).activations_bytes
     sdpa = MemorySpec(model="tiny-mistral", dtype="bf16", batch=2, seq=16, attn="sdpa")
-    assert "sliding window" in covered(s, sdpa) and "activations" not in predict(s, sdpa, T)
+    assert "sliding window" in covered(s, sdpa) and "activations" not in predict(s, sdpa, T).terms
     short = MemorySpec(model="tiny-mistral", dtype="bf16", batch=2, seq=15, attn="sdpa")
     assert covered(s, short) is None
-    assert total(predict(s, short, T)["activations"]) == measure(short).activations_bytes
+    assert predict(s, short, T).total("activations") == measure(short).activations_bytes

@@ -8,7 +8,6 @@ from __future__ import annotations
 import pytest
 
 from verify.build import build
-from verify.formulas.params import total
 from verify.measure.memory import MemorySpec
 from verify.measure.sweeps import config_with, measure
 from verify.configs import shape
@@ -44,13 +43,13 @@ def test_predictor_matches_fake_backend_on_unseen_shapes(spec, overrides):
     s, pr = _predict(spec, **overrides)
     assert covered(s, spec) is None
     r = measure(spec, **overrides)
-    assert total(pr["params"]) == r.params_bytes
-    assert total(pr["buffers"]) == r.buffers_bytes
-    assert total(pr["grads"]) == r.grads_bytes
-    assert total(pr["optimizer"]) == r.optimizer_bytes
-    assert total(pr["activations"]) == r.activations_bytes
-    peak = sum(pr["peak"].values())
-    assert abs(peak - r.peak_bytes) <= PEAK_TOLERANCE * r.peak_bytes, (pr["peak"], r.peak_bytes, r.peak_phase)
+    assert pr.total("params") == r.params_bytes
+    assert pr.total("buffers") == r.buffers_bytes
+    assert pr.total("grads") == r.grads_bytes
+    assert pr.total("optimizer") == r.optimizer_bytes
+    assert pr.total("activations") == r.activations_bytes
+    assert abs(pr.peak_bytes - r.peak_bytes) <= PEAK_TOLERANCE * r.peak_bytes, (pr.moments, r.peak_bytes, r.peak_phase)
+    assert pr.peak_moment in pr.moments and pr.peak_bytes == max(pr.moments.values())
 
 
 @pytest.mark.parametrize("precision", ["pure", "mixed"])
@@ -59,15 +58,15 @@ def test_predictor_activations_under_checkpointing_equal_the_trace(precision):
     kept once; the peak (recompute inside backward) is declared not covered."""
     spec = MemorySpec(model="llama3-8b", dtype="bf16", precision=precision, batch=2, seq=256, attn="eager", checkpointing=True)
     s, pr = _predict(spec, num_hidden_layers=3)
-    assert total(pr["activations"]) == measure(spec, num_hidden_layers=3).activations_bytes
-    assert "peak" not in pr and peak_covered(s, spec) is not None
+    assert pr.total("activations") == measure(spec, num_hidden_layers=3).activations_bytes
+    assert pr.peak_bytes is None and pr.peak_not_covered == peak_covered(s, spec) is not None
 
 
 def test_predictor_kv_cache_equals_generation_trace():
     """Generation: the predicted KV cache equals the cache's tensors for GQA."""
     spec = MemorySpec(model="llama3-8b", mode="generate", dtype="bf16", batch=2, seq=64, new_tokens=3, attn="sdpa")
     _, pr = _predict(spec, num_hidden_layers=2)
-    assert total(pr["kv_cache"]) == measure(spec, num_hidden_layers=2).kv_cache_bytes
+    assert pr.total("kv_cache") == measure(spec, num_hidden_layers=2).kv_cache_bytes
 
 
 def test_predictor_says_what_it_does_not_cover():
@@ -75,7 +74,7 @@ def test_predictor_says_what_it_does_not_cover():
     for name in ("mixtral-8x7b", "bloom-7b1"):
         s = shape(config_with(name))
         assert "LLaMA family" in covered(s, MemorySpec(model=name))
-        assert "activations" not in predict(s, MemorySpec(model=name), T=1)
+        assert "activations" not in predict(s, MemorySpec(model=name), T=1).terms
     assert covered(shape(config_with("gpt2")), MemorySpec(model="gpt2", precision="mixed")) is not None
 
 
@@ -96,5 +95,5 @@ def test_gpt2_predictor_matches_fake_backend(spec, overrides):
     pr = predict(s, spec, len(list(build(config, device="meta").parameters())),
                  (config.embd_pdrop, config.attn_pdrop, config.resid_pdrop))
     r = measure(spec, **overrides)
-    assert total(pr["activations"]) == r.activations_bytes
-    assert abs(sum(pr["peak"].values()) - r.peak_bytes) <= PEAK_TOLERANCE * r.peak_bytes
+    assert pr.total("activations") == r.activations_bytes
+    assert abs(pr.peak_bytes - r.peak_bytes) <= PEAK_TOLERANCE * r.peak_bytes

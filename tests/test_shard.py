@@ -13,7 +13,7 @@ import torch
 from verify.cli import main
 from verify.formulas import shard as F
 from verify.measure.shard import ShardSpec, measure_shard, model_facts, validate_shard
-from verify.predict.shard import extrapolated_peak, min_world_size, sweep_rows
+from verify.predict.shard import extrapolated_peak, sweep_rows
 
 
 @pytest.mark.parametrize("model", ["tiny-llama", "tiny-gpt2", "tiny-mixtral", "tiny-qwen2"])

@@ -123,20 +123,24 @@ def cmd_params(args) -> int:
 
 
 def corrected_prediction(spec, result) -> dict:
-    """verify.predict's terms for this run, their totals, and each total's error against the run."""
-    from verify.formulas.params import total
-    from verify.predict.memory import covered, inputs_for, predict
+    """The corrected predictor's terms for this run, their totals and the peak (with its moment),
+    and each against the run's measured figure."""
+    from verify.predict.memory import prediction_for
 
-    shape_, T, dropout = inputs_for(spec.model)
-    terms = predict(shape_, spec, T, dropout)
+    pred = prediction_for(spec)
     measured = {"params": result.params_bytes, "buffers": result.buffers_bytes, "grads": result.grads_bytes,
                 "optimizer": result.optimizer_bytes, "activations": result.activations_bytes,
                 "kv_cache": result.kv_cache_bytes, "peak": result.peak_bytes}
+    totals = {k: pred.total(k) for k in pred.terms}
+    if pred.peak_bytes is not None:
+        totals["peak"] = pred.peak_bytes
     return {
-        "not_covered": covered(shape_, spec),
-        "terms": terms,
-        "totals": {k: {"predicted": total(v), "measured": measured.get(k), "rel_error": rel_error(total(v), measured.get(k))}
-                   for k, v in terms.items()},
+        "not_covered": pred.not_covered,
+        "peak_not_covered": pred.peak_not_covered,
+        "terms": pred.terms,
+        "moments": pred.moments,
+        "peak_moment": pred.peak_moment,
+        "totals": {k: {"predicted": v, "measured": measured.get(k), "rel_error": rel_error(v, measured.get(k))} for k, v in totals.items()},
     }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from verify.units import fmt_bytes, fmt_count, fmt_rel, rel_error
+from verify.units import fmt_bytes, fmt_count, fmt_rel
 
 
 def _bytes_rows(d: dict) -> list[tuple[str, str, str, str]]:

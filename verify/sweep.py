@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from verify.measure.memory import MemorySpec
+from verify.formulas import total
 from verify.units import rel_error
 
 # targets of the issue on ground truth: the corrected predictor, and the fake trace against the
@@ -80,7 +81,7 @@ def measure_row(name: str, spec: MemorySpec) -> dict:
     the corrected predictor's peak with the moment it picks (None where the predictor says it does
     not cover the run, with the reason)."""
     from verify.measure.fake import measure as fake_measure
-    from verify.predict.memory import predicted_peak
+    from verify.predict.memory import prediction_for
 
     t0 = time.perf_counter()
     row = {"name": name, "mode": spec.mode, "backend": spec.backend, **measure_or_oom(spec)}
@@ -93,8 +94,9 @@ def measure_row(name: str, spec: MemorySpec) -> dict:
     except (ValueError, RuntimeError) as e:
         row["fake_peak_bytes"] = None
         row["fake_error"] = str(e).splitlines()[0]
-    peak, moment, why_not = predicted_peak(spec)
-    row.update(predicted_peak_bytes=peak, predicted_moment=moment, predictor_not_covered=why_not)
+    pred = prediction_for(spec)
+    row.update(predicted_peak_bytes=pred.peak_bytes, predicted_moment=pred.peak_moment, predictor_not_covered=pred.peak_not_covered,
+               predicted={k: total(v) for k, v in pred.terms.items()})
     row["seconds"] = round(time.perf_counter() - t0, 2)
     return row
 

@@ -15,7 +15,7 @@ from verify.configs import shape
 from verify.formulas import memory as M
 from verify.formulas.params import exact, total
 from verify.measure.memory import MemoryResult, MemorySpec
-from verify.units import dtype_bytes, fmt_gb_gib, rel_error, weight_bytes
+from verify.units import dtype_bytes, fmt_gb_gib, rel_error
 
 ACT_TOL, ACT_LOOSE = 0.10, 0.25  # activations and peaks: CONFIRMED within 10 %, APPROXIMATE within 25 %
 SIZE_TOL, SIZE_LOOSE = 0.05, 0.15  # round "7B -> 28 GB"-style figures
@@ -40,7 +40,7 @@ def model_facts(ctx: Context, name: str) -> tuple:
     return ctx.memo(("facts", name), facts)
 
 
-def corrected(spec: MemorySpec) -> dict[str, dict[str, int]]:
+def corrected(spec: MemorySpec):
     """verify.predict's terms for `spec` (dropout probabilities from the model's config)."""
     from verify.predict.memory import prediction_for
 
@@ -123,7 +123,7 @@ def t1(ctx: Context):
         x = dtype_bytes(dtype)  # the seed's x = y: bytes of the weights and gradients the step computes with
         measured = r.params_bytes + r.grads_bytes + r.optimizer_bytes
         model_state = corrected(spec)
-        corrected_bytes = sum(total(model_state[k]) for k in ("params", "grads", "optimizer"))
+        corrected_bytes = sum(model_state.total(k) for k in ("params", "grads", "optimizer"))
         seed = total(M.t1_model_state(N, x, x))
         rows[label] = {"seed (x+y+12)N": seed, "measured": measured, "measured bytes/param": round(measured / N, 4),
                        "weights": r.params_bytes, "grads": r.grads_bytes, "optimizer": r.optimizer_bytes,
@@ -183,8 +183,8 @@ def _t3_figures(ctx: Context, spec: MemorySpec) -> dict:
     out["M_peak rel_error"] = rel_error(out["M_peak seed"], r.peak_bytes)
     if covered(s, spec) is None:
         pr = corrected(spec)
-        out["activations corrected"] = total(pr["activations"])
-        out["peak corrected"] = sum(pr["peak"].values())
+        out["activations corrected"] = pr.total("activations")
+        out["peak corrected"] = pr.peak_bytes
     return out
 
 
@@ -202,7 +202,7 @@ def t3_sweep(ctx: Context) -> list[dict]:
         spec = MemorySpec(model="tinyllama-1.1b", dtype="fp32", batch=B, seq=S, attn="eager")
         r = run(ctx, spec, num_hidden_layers=L, hidden_size=h, head_dim=h // 32)
         seed = total(M.t3_activations(s.L, B, S, s.h, s.V))
-        corr = total(predict(s, spec, len(list(build(config, device="meta").parameters())))["activations"])
+        corr = predict(s, spec, len(list(build(config, device="meta").parameters()))).total("activations")
         rows.append({"B": B, "S": S, "L": L, "h": h, "measured": r.activations_bytes, "M_act seed": seed,
                      "seed rel_error": rel_error(seed, r.activations_bytes), "corrected": corr,
                      "corrected rel_error": rel_error(corr, r.activations_bytes)})
@@ -240,7 +240,7 @@ def t4(ctx: Context):
     args = (s.L, s.heads, eager.batch, eager.seq, s.h, p)
     left, right = total(M.t4_left(*args)), total(M.t4_right(*args))
     re, rs = run(ctx, eager), run(ctx, sdpa)
-    corrected_eager = total(corrected(eager)["activations"])
+    corrected_eager = corrected(eager).total("activations")
     lower_bound_eager = re.activations_bytes >= right
     lower_bound_sdpa = rs.activations_bytes >= right
     return judge(
@@ -260,7 +260,7 @@ def t4(ctx: Context):
                   "eager rel_error (right side)": rel_error(right, re.activations_bytes),
                   "sdpa rel_error (right side)": rel_error(right, rs.activations_bytes),
                   "lower bound for eager": lower_bound_eager, "lower bound for sdpa": lower_bound_sdpa,
-                  "corrected eager": corrected_eager, "corrected sdpa": total(corrected(sdpa)["activations"])},
+                  "corrected eager": corrected_eager, "corrected sdpa": corrected(sdpa).total("activations")},
         backend=ctx.backend, command=cmd(ctx, eager),
     )
 
@@ -315,7 +315,7 @@ def i1(ctx: Context):
                      "neither multiple is a constant: both grow with batch and sequence"),
         corrected="verify.predict: training peak = max(start of backward: 16N + activations(B, S) + 8nV, foreach "
                   "step: 20N); generation: 4N + KV + logits",
-        corrected_value=sum(corrected(main)["peak"].values()),
+        corrected_value=corrected(main).peak_bytes,
         evidence={"model bytes (fp32)": model_bytes, "ratios": table}, backend=ctx.backend, command=cmd(ctx, main),
     )
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 from verify.units import INDEX_BYTES, dtype_bytes
 
 from verify.families.blocks import FP32, attention, mlp, rope_inv_freq
-from verify.formulas import memory as M
 
 MODEL_TYPES = ("llama", "mistral", "qwen2")
 

@@ -11,6 +11,7 @@ import math
 
 from verify.formulas import total  # noqa: F401  (callers sum these formulas' terms with it)
 from verify.units import FP32
+
 RULE_BYTES_PER_PARAM = 18  # the seed's "memory usage factor of different components during training"
 RULE_ACTIVATION_FACTOR = 1.25  # the seed's "memory quantity factor required for the activation process"
 RULE_INFERENCE_DIVISORS = (8, 9)  # "for inference, it can be simplified to 1/8~1/9 of the training stage"
@@ -71,12 +72,12 @@ def fsdp_shard_numel(param_shapes: list[tuple[int, ...]], world_size: int) -> in
     padded to that size, so rank 0 (which holds a full chunk) is the largest:
         sum over parameters of ceil(d0 / N) · (numel / d0).
     A 0-dim parameter is treated as one row."""
-    total = 0
+    numel = 0
     for s in param_shapes:
         d0 = s[0] if s else 1
         rest = math.prod(s[1:]) if s else 1
-        total += math.ceil(d0 / world_size) * rest
-    return total
+        numel += math.ceil(d0 / world_size) * rest
+    return numel
 
 
 def persistent_per_rank(

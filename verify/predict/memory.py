@@ -20,6 +20,8 @@ Symbols: n = B·S tokens, h hidden, V vocabulary, p bytes of the compute dtype; 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from verify.families import FAMILIES, family_of, not_in_registry
 from verify.families.blocks import FP32
 from verify.formulas import memory as M
@@ -70,40 +72,61 @@ def peak_covered(s, spec) -> str | None:
     """None if the predictor also gives the peak; otherwise why not."""
     if spec.mode == "train" and spec.checkpointing:
         return "the peak under checkpointing (recompute inside backward) is not derived"
+    if spec.mode != "train":
+        return f"the {spec.mode} peak beyond the persistent terms is not derived"
     return covered(s, spec)
 
 
-def predict(s, spec, T: int, dropout: tuple[float, float, float] = (0.1, 0.1, 0.1)) -> dict[str, dict[str, int]]:
-    """Category -> named terms in bytes for the run `spec` on Shape `s`; T = parameter tensors
-    (Adam's step counters); dropout = GPT-2's (embedding, attention, residual) probabilities
-    (its config's embd_pdrop, attn_pdrop, resid_pdrop). Activation and peak terms only where
-    `covered` / `peak_covered` is None; a model_type the registry does not cover has no closed
-    form (ValueError)."""
+@dataclass
+class Prediction:
+    """What the corrected predictor says of one run: bytes by category, term by term, and the peak."""
+
+    terms: dict[str, dict[str, int]]  # category (params, buffers, grads, optimizer, activations, kv_cache) -> named terms in bytes
+    moments: dict[str, int] = field(default_factory=dict)  # candidate peak moment -> total bytes live then
+    peak_bytes: int | None = None  # the largest moment; None where peak_not_covered says why
+    peak_moment: str | None = None  # the moment the peak is at
+    not_covered: str | None = None  # why the activations are not predicted for this run (None: they are)
+    peak_not_covered: str | None = None  # why the peak is not predicted for this run (None: it is)
+
+    def total(self, category: str) -> int | None:
+        """The bytes of one category, or None where it is not predicted."""
+        return total(self.terms[category]) if category in self.terms else None
+
+
+def predict(s, spec, T: int, dropout: tuple[float, float, float] = (0.1, 0.1, 0.1)) -> Prediction:
+    """The Prediction for the run `spec` on Shape `s`; T = parameter tensors (Adam's step counters);
+    dropout = GPT-2's (embedding, attention, residual) probabilities (its config's embd_pdrop,
+    attn_pdrop, resid_pdrop). Activation and peak terms only where `covered` / `peak_covered` is
+    None; a model_type the registry does not cover has no closed form (ValueError)."""
     family = family_of(s.model_type)
     N = total(exact(s))
     p = dtype_bytes(spec.dtype)
     pw = FP32 if spec.precision == "mixed" else p
     B, S = spec.batch, spec.seq
-    out: dict[str, dict[str, int]] = {"params": M.weights(N, pw), "buffers": family.buffers(s, pw)}
+    out = Prediction(terms={"params": M.weights(N, pw), "buffers": family.buffers(s, pw)},
+                     not_covered=covered(s, spec), peak_not_covered=peak_covered(s, spec))
+    terms = out.terms
     if spec.mode == "train":
-        out["grads"] = M.gradients(N, pw)
-        out["optimizer"] = M.optimizer_state(N, T, pw, spec.optimizer)
-        if covered(s, spec) is None:
-            out["activations"] = family.activations(s, spec, dropout)
-        if peak_covered(s, spec) is None:
-            state = total(out["params"]) + total(out["buffers"]) + total(out["optimizer"])
-            fwd_end = state + total(out["activations"])
-            step = state + total(out["grads"]) + total(optimizer_transient(N, pw, spec.optimizer)) + INDEX_BYTES * B * S
-            grads_done = state + total(out["grads"]) + INDEX_BYTES * B * S
-            moments = {"start of backward": fwd_end + total(backward_start(s, spec)),
-                       "embedding backward": grads_done + total(embedding_backward(s, spec)),
-                       "optimizer step": step}
-            out["peak"] = {max(moments, key=moments.get): max(moments.values())}
-    else:
+        terms["grads"] = M.gradients(N, pw)
+        terms["optimizer"] = M.optimizer_state(N, T, pw, spec.optimizer)
+        if out.not_covered is None:
+            terms["activations"] = family.activations(s, spec, dropout)
+        if out.peak_not_covered is None:
+            state = out.total("params") + out.total("buffers") + out.total("optimizer")
+            ids = INDEX_BYTES * B * S
+            out.moments = {
+                "start of backward": state + out.total("activations") + total(backward_start(s, spec)),
+                "embedding backward": state + out.total("grads") + ids + total(embedding_backward(s, spec)),
+                "optimizer step": state + out.total("grads") + total(optimizer_transient(N, pw, spec.optimizer)) + ids,
+            }
+    elif spec.mode == "generate":
         T_kv = M.cached_positions(S, spec.new_tokens)
         if s.sliding_window and spec.new_tokens > 1:  # once decoding starts the cache keeps the last W positions
             T_kv = min(T_kv, s.sliding_window)
-        out["kv_cache"] = M.kv_cache(s.L, B, T_kv, s.kv_cache_heads, s.head_dim, p)
+        terms["kv_cache"] = M.kv_cache(s.L, B, T_kv, s.kv_cache_heads, s.head_dim, p)
+    if out.moments:
+        out.peak_moment = max(out.moments, key=out.moments.get)
+        out.peak_bytes = out.moments[out.peak_moment]
     return out
 
 
@@ -119,18 +142,7 @@ def inputs_for(model: str) -> tuple:
     return shape(config), T, dropout
 
 
-def prediction_for(spec) -> dict[str, dict[str, int]]:
+def prediction_for(spec) -> Prediction:
     """`predict` for a MemorySpec, its inputs gathered from spec.model."""
     s, T, dropout = inputs_for(spec.model)
     return predict(s, spec, T, dropout)
-
-
-def predicted_peak(spec) -> tuple[int | None, str | None, str | None]:
-    """(peak bytes, the moment it is at, None) for the run `spec`; (None, None, why not) where the
-    predictor does not cover the peak of this run."""
-    s, T, dropout = inputs_for(spec.model)
-    why_not = peak_covered(s, spec)
-    if why_not is not None:
-        return None, None, why_not
-    (moment, peak), = predict(s, spec, T, dropout)["peak"].items()
-    return peak, moment, None
