@@ -13,7 +13,9 @@ NEW_MODELS = "issue 11: the family registry brought a real model per family (GPT
 CHANGED_ON_PURPOSE = {  # (claim id, path) -> why today's figure differs from the golden one, on purpose
     ("P4", ("predicted",)): NEW_MODELS + "; OPT-350M's embedding is V × 512, not V·h, and is now the worst row",
     ("P4", ("measured",)): NEW_MODELS + "; OPT-350M's embedding is V × 512, not V·h, and is now the worst row",
+    ("P4", ("corrected_value",)): NEW_MODELS + "; P4 now has a corrected formula, V·d_embed",
     ("P5", ("predicted",)): NEW_MODELS + ": the figures are sums over the bundled models",
+    ("P5", ("corrected_value",)): NEW_MODELS + "; P5 now has a corrected formula, + V for a head bias",
     ("P5", ("measured",)): NEW_MODELS + ": the figures are sums over the bundled models",
     ("P12", ("corrected_value",)): "issue 12: P12's corrected figure is one layer (12d²+13d, the measured unit), "
                                    "no longer the module's total divided by L",
