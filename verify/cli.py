@@ -297,6 +297,34 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_external(args) -> int:
+    """Reproduce the GPU figures others published (verify/external.py) and write reports/external/."""
+    from pathlib import Path
+
+    from verify import external
+    from verify.units import fmt_bytes
+
+    def progress(i, n, row, resumed):
+        said = row.get("needs") or row.get("error") or ""
+        if row.get("ours_bytes") is not None:
+            said = (f"ours {fmt_bytes(row['ours_bytes'], 'GB')} vs published {fmt_bytes(row['published_bytes'], 'GB')}"
+                    f" ({fmt_rel(row['rel_error'])})")
+        took = "resumed" if resumed else f"{row.get('seconds', 0):6.1f} s"
+        print(f"[{i}/{n}] {row['id']:<34} {row['status']:<18} {took}  {said[:100]}", file=sys.stderr, flush=True)
+
+    try:
+        rows, paths = external.write(out_dir=Path(args.out) if args.out else None, only=args.only, progress=progress,
+                                     command="python -m verify " + " ".join(sys.argv[1:]))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+    else:
+        for p in paths:
+            print(p)
+    return 0
+
+
 # --- parser ---------------------------------------------------------------------------------
 
 
@@ -361,6 +389,11 @@ def parser() -> argparse.ArgumentParser:
             q.add_argument("--out", help="output folder (default reports/<hardware>)")
             q.add_argument("--fresh", action="store_true", help="ignore results a previous run left in the folder")
             q.set_defaults(func=cmd_report)
+    q = sub.add_parser("external", help="GPU memory figures others published, reproduced on the fake backend")
+    q.add_argument("--only", help="comma-separated figure ids (verify/external.py)")
+    q.add_argument("--out", help="output folder (default reports/external)")
+    q.add_argument("--json", action="store_true", help="print the rows as JSON")
+    q.set_defaults(func=cmd_external)
     return p
 
 

@@ -1,0 +1,581 @@
+"""Memory figures others measured on NVIDIA GPUs and published, as data, reproduced on the fake backend.
+
+No GPU is available to this project, so the fidelity of the fake backend is checked against GPU
+figures published with the settings needed to rebuild them. Each `Figure` records where the number
+stands (URL and section, or repository + path + commit), what printed it (which torch.cuda API, in
+which unit) and the settings as MemorySpec fields; `needs` names what a reproduction waits for when
+our backend cannot express the run yet (LoRA, 4-bit weights, a loss other than cross-entropy, no
+optimizer, a plain forward, flash attention). `cause` holds the reason of a gap over 2 %, as read
+in the source's own code and in the libraries' code, and `terms` the bytes that reason accounts for.
+
+`run` traces every reproducible figure on fake tensors at the time it is called (nothing of ours is
+stored here), appending each row to a JSONL file so that an interrupted run resumes; `write` puts
+reports/external/EXTERNAL.md and external.json beside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Callable
+
+from verify.units import UNITS, fmt_bytes, fmt_rel, rel_error
+
+TOLERANCE = 0.02  # a gap up to this |relative error| needs no cause
+
+# Revisions the figures and the code read to explain them are pinned to.
+LLMOPT = "huggingface/transformers docs/source/en/llm_tutorial_optimization.md @008f5c8c29be84d4721dc6d1e0fcd72300580be4"
+PEFT = "huggingface/peft method_comparison/MetaMathQA @51c2ff666b142d004c12609c9686cf17ca055751"
+TUNE_FLAGS = "pytorch/torchtune README.md @1814feb17a9038e1a8053ce93111bd26774a8db6"
+TUNE_TABLE = "pytorch/torchtune README.md @30b8519e86d2094879576e16ab1f8d21a6f6f9f7"
+NEOX_DOC = "huggingface/transformers docs/source/en/model_doc/gpt_neox.md @3e7da9f11075a6e34d572fe04d28485a3989d274"
+SDPA_RUN = ("rtx3080ti-16GB, PyTorch 2.2.1, OS Ubuntu 22.04, float16 (the doc's words); transformers: the branch of "
+            "pull request #31031 (May 2024), read here in transformers 4.42.4, a release that contains its SDPA attention")
+TRAIN_BENCH = ("the training benchmark of fxmarty's gist 7e75cc39 (linked from the doc's pull request #31031): per step "
+               "model.zero_grad(), forward with fp16 weights, loss = outputs.logits.sum(), loss.backward(), no "
+               "optimizer; torch.cuda.max_memory_allocated(device) * 1e-6 over 100 steps after 5 warm-up steps. The "
+               "gist is not in the stored corpus: these steps were read in a stored copy of the BetterTransformer "
+               "benchmark it was adapted from")
+FORWARD_BENCH = ("The 'Inference' tables are not generations: the figures fit a plain forward of the prompt repeated "
+                 "50 times as `_ = model(input_ids, masks)` (the inference script's path without --is_decoder), "
+                 "where the previous call's output (fp16 logits of every position and the KV cache) is still held "
+                 "by `_` while the next call runs. With transformers 4.42's GPT-NeoX (per layer a causal-mask buffer "
+                 "of 2048² bools and fp16 rotary caches: 103,833,600 bytes per model) and the 8,519,680-byte cuBLAS "
+                 "workspace of a pre-Hopper GPU (aten/src/ATen/cuda/CublasHandlePool.cpp), weights 810,668,032 + "
+                 "buffers + workspace + 2 × (logits B·S·50,304·2 + KV cache 24·2·B·S·1024·2) gives 2,552.51 MB at "
+                 "batch 4, seq 1024 (+0.25 % from the table). The generation path (--is_decoder) cannot reach these "
+                 "figures: transformers 4.42's generate frees each step's outputs before the next (`del outputs` in "
+                 "GenerationMixin._sample), so it never holds two copies of the prompt's logits and cache")
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One memory figure measured on an NVIDIA GPU and published, with the settings to rebuild it."""
+
+    id: str  # short stable id, used by --only
+    source: str  # URL of the page, file, issue or pull request
+    where: str  # section / table / line, or repository + path + commit
+    quote: str  # the published sentence or table cell, short
+    gpu: str  # the GPU as the source names it ("not stated" and what the text implies otherwise)
+    api: str  # what produced the number: max_memory_allocated, memory_allocated, peak_memory_active, reserved...
+    versions: str  # library versions as published, or "not stated"
+    published: str  # the number exactly as printed
+    published_unit: str  # the unit of the code that printed it ("GiB" for a bytes / 1024**3 helper, "MB" for * 1e-6)
+    covers: str  # what the figure holds: weights only, the peak of a generation, live bytes after a step...
+    compare: str  # our figure it is set against: "peak" (peak_bytes) or "steady" (live bytes after the optimizer step)
+    spec: dict  # the settings as verify.measure.memory.MemorySpec fields (values MemorySpec lacks where needs says so)
+    needs: str = ""  # what the reproduction waits for; "" when our backend runs it now
+    setup: str = ""  # settings the source does not state, and how each was determined (read, deduced or guessed)
+    cause: str = ""  # why ours differs by more than 2 %, as read in the source's and the libraries' code
+    terms: tuple = ()  # (what, bytes) the published run held and ours does not (+), or the reverse (-), per `cause`
+
+    @property
+    def published_bytes(self) -> int:
+        """The published number in bytes (published × published_unit), rounded to a whole byte."""
+        return int((Decimal(self.published) * UNITS[self.published_unit]).to_integral_value())
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "terms": [list(t) for t in self.terms], "published_bytes": self.published_bytes}
+
+
+def catalogue() -> list[Figure]:
+    """Every published figure, reproducible or not, in report order."""
+    octocoder = dict(model="octocoder", mode="generate", dtype="bf16", precision="pure", batch=1, seq=20,
+                     new_tokens=60, attn="eager")
+    llmopt_common = dict(
+        source="https://huggingface.co/docs/transformers/llm_tutorial_optimization",
+        gpu="not stated (the guide picks bigcode/octocoder because it 'can be run on a single 40 GB A100 GPU')",
+        versions="not stated (2023 guide; it converts the model with BetterTransformer to reach SDPA)",
+        published_unit="GiB",
+    )
+    peft_ft = dict(model="llama3.2-3b", mode="train", dtype="bf16", precision="pure", optimizer="adamw", batch=4,
+                   seq=768, attn="sdpa", checkpointing=False)
+    neox = dict(model="pythia-410m", dtype="fp16", precision="pure")
+    tune8b = dict(model="llama3-8b", mode="train", dtype="bf16", precision="pure", batch=2, seq=2048, attn="sdpa",
+                  checkpointing=True)
+    tune_table_common = dict(
+        source="https://github.com/pytorch/torchtune/blob/30b8519e86d2094879576e16ab1f8d21a6f6f9f7/README.md",
+        api="not stated (torchtune.training.get_memory_stats logs peak_memory_active, peak_memory_alloc and "
+            "peak_memory_reserved, each bytes / 2^30)",
+        versions="not stated (torchtune at 30b8519e, September 2024)",
+        published_unit="GiB",
+        covers="peak per GPU over one epoch of the recipe",
+        compare="peak",
+    )
+    tune_table_setup = ("The README's note: batch size 2 without gradient accumulation, a dataset packed to 2048 "
+                        "tokens, torch.compile on. Llama 3.1 8B has the module sizes of the bundled llama3-8b "
+                        "(only RoPE scaling and the context length differ, neither holds memory).")
+    return [
+        Figure(
+            id="llmopt-octocoder-bf16",
+            where=f"{LLMOPT}, section '1. Lower Precision', output of "
+                  "bytes_to_giga_bytes(torch.cuda.max_memory_allocated())",
+            quote="bytes_to_giga_bytes(torch.cuda.max_memory_allocated()) -> 29.0260648727417",
+            api="torch.cuda.max_memory_allocated since the process started (no reset before it), so loading is included",
+            published="29.0260648727417",
+            covers="peak of loading bigcode/octocoder in bf16 (device_map='auto') and a pipeline generation of "
+                   "60 new tokens from a 20-token prompt",
+            compare="peak",
+            spec=octocoder,
+            setup="Prompt length 20 read in the same guide (section 3.2 prints 'length of key-value cache 20' for "
+                  "the same prompt); max_new_tokens=60 as called. Greedy decoding assumed (sampling adds a few "
+                  "vocabulary-sized vectors). Eager attention: GPTBigCode had no SDPA path then, hence the "
+                  "guide's BetterTransformer step. Printed by the guide's bytes / 1024 / 1024 / 1024 helper: GiB.",
+            **llmopt_common,
+        ),
+        Figure(
+            id="llmopt-octocoder-long-eager",
+            where=f"{LLMOPT}, section '2. Flash Attention', first bytes_to_giga_bytes(torch.cuda.max_memory_allocated())",
+            quote="bytes_to_giga_bytes(torch.cuda.max_memory_allocated()) -> 37.668193340301514",
+            api="torch.cuda.max_memory_allocated after flush() (gc, empty_cache, reset_peak_memory_stats)",
+            published="37.668193340301514",
+            covers="peak of loading octocoder in bf16 and generating 60 tokens from long_prompt = 10 × the guide's "
+                   "system prompt + the question",
+            compare="peak",
+            spec={**octocoder, "seq": None},
+            needs="the prompt's token count: not published (it needs the StarCoder tokenizer, not available here)",
+            **llmopt_common,
+        ),
+        Figure(
+            id="llmopt-octocoder-long-flash",
+            where=f"{LLMOPT}, section '2. Flash Attention', second bytes_to_giga_bytes(torch.cuda.max_memory_allocated())",
+            quote="bytes_to_giga_bytes(torch.cuda.max_memory_allocated()) -> 32.617331981658936",
+            api="torch.cuda.max_memory_allocated after flush()",
+            published="32.617331981658936",
+            covers="as llmopt-octocoder-long-eager, after model.to_bettertransformer() under "
+                   "sdp_kernel(enable_flash=True, enable_math=False, enable_mem_efficient=False)",
+            compare="peak",
+            spec={**octocoder, "seq": None, "attn": "flash"},
+            needs="flash attention (SDPA restricted to the flash kernel), and the prompt's token count (not published)",
+            **llmopt_common,
+        ),
+        Figure(
+            id="llmopt-octocoder-int8",
+            where=f"{LLMOPT}, section '1. Lower Precision', output after load_in_8bit=True",
+            quote="bytes_to_giga_bytes(torch.cuda.max_memory_allocated()) -> 15.219234466552734",
+            api="torch.cuda.max_memory_allocated after flush()",
+            published="15.219234466552734",
+            covers="peak of loading octocoder with load_in_8bit=True and generating 60 tokens from the 20-token prompt",
+            compare="peak",
+            spec={**octocoder, "dtype": "int8"},
+            needs="8-bit weights (bitsandbytes LLM.int8 through load_in_8bit=True)",
+            **llmopt_common,
+        ),
+        Figure(
+            id="llmopt-octocoder-4bit",
+            where=f"{LLMOPT}, section '1. Lower Precision', output after load_in_4bit=True",
+            quote="bytes_to_giga_bytes(torch.cuda.max_memory_allocated()) -> 9.543574333190918",
+            api="torch.cuda.max_memory_allocated after flush()",
+            published="9.543574333190918",
+            covers="peak of loading octocoder with load_in_4bit=True and generating 60 tokens from the 20-token prompt",
+            compare="peak",
+            spec={**octocoder, "dtype": "int4"},
+            needs="4-bit weights (bitsandbytes through load_in_4bit=True, its default quantization type)",
+            **llmopt_common,
+        ),
+        Figure(
+            id="peft-metamathqa-full-ft",
+            source="https://github.com/huggingface/peft/blob/51c2ff666b142d004c12609c9686cf17ca055751/method_comparison/"
+                   "MetaMathQA/results/full-finetuning--llama-3.2-3B-lr_0.00001.json",
+            where=f"{PEFT}, results/full-finetuning--llama-3.2-3B-lr_0.00001.json, train_info.metrics[0]"
+                  "['mem allocated avg'] (steps 1-250), logged by run.py",
+            quote='"mem allocated avg": 26068364077.056',
+            gpu="NVIDIA L40S",
+            api="torch.cuda.memory_allocated() after every step (after optimizer.step and lr_scheduler.step) minus the "
+                "reserved bytes at start, averaged over steps 1-250 (run.py)",
+            versions="torch 2.13.0+cu130, transformers 5.13.1, peft 0.19.2.dev0 (meta_info of the same file)",
+            published="26068364077.056",
+            published_unit="B",
+            covers="live bytes after the optimizer step: bf16 weights, gradients (zeroed at the next step's start), "
+                   "AdamW state, and what the loop still references",
+            compare="steady",
+            spec=peft_ft,
+            setup="train_config of the same file: meta-llama/Llama-3.2-3B, dtype bfloat16 without autocast "
+                  "(use_amp false), batch 4, torch AdamW, max_seq_length 768, no gradient checkpointing. Sequences are "
+                  "MetaMathQA samples bucketed by length and cut at 768 tokens, so S varies by batch; the steady "
+                  "state does not depend on S except for what run.py keeps referenced after the step: `outputs` "
+                  "(bf16 logits B × S × 128,256, up to 788 MB at S = 768) and the batch, which our step does not "
+                  "keep. The average S is not published, so that term is not quantified.",
+        ),
+        Figure(
+            id="peft-metamathqa-lora-r32",
+            source="https://github.com/huggingface/peft/blob/51c2ff666b142d004c12609c9686cf17ca055751/method_comparison/"
+                   "MetaMathQA/results/lora--llama-3.2-3B-rank32.json",
+            where=f"{PEFT}, results/lora--llama-3.2-3B-rank32.json, train_info.metrics[0]['mem allocated avg'] "
+                  "(steps 1-250)",
+            quote='"mem allocated avg": 6927565711.36',
+            gpu="NVIDIA L40S",
+            api="torch.cuda.memory_allocated() after every step, averaged over steps 1-250 (run.py)",
+            versions="as peft-metamathqa-full-ft (meta_info of the file)",
+            published="6927565711.36",
+            published_unit="B",
+            covers="live bytes after the optimizer step of a LoRA fine-tune",
+            compare="steady",
+            spec=peft_ft,
+            needs="LoRA (r=32, alpha 64, on q_proj and v_proj, frozen bf16 base weights)",
+        ),
+        Figure(
+            id="torchtune-llama3.2-3b-packed",
+            source="https://github.com/pytorch/torchtune/blob/1814feb17a9038e1a8053ce93111bd26774a8db6/README.md",
+            where=f"{TUNE_FLAGS} (#2003 'add flags to readme'), section 'Optimization flags', row '+ Packed Dataset', "
+                  "column 'Peak Memory Active (GiB)'",
+            quote="| + Packed Dataset | 60.0 | +135.16% | 7075 | +238.40% |",
+            gpu="A100 (60 GiB implies the 80 GB model)",
+            api="peak_memory_active: torch.cuda.memory_stats()['active_bytes.all.peak'] / 2^30 "
+                "(torchtune.training.get_memory_stats)",
+            versions="not stated (torchtune at 1814feb1, November 2024)",
+            published="60.0",
+            published_unit="GiB",
+            covers="peak of a training step of the full_finetune_single_device recipe",
+            compare="peak",
+            spec=dict(model="llama3.2-3b", mode="train", dtype="bf16", precision="pure", optimizer="adamw", batch=2,
+                      seq=4096, attn="sdpa", checkpointing=False),
+            setup="The table's baseline: full_finetune_single_device, Llama 3.2 3B, batch 2, max sequence 4096, bf16, "
+                  "A100; this row packs the dataset to 4096 tokens. Activation checkpointing, compile, chunked "
+                  "cross-entropy, optimizer-in-backward, activation offloading and 8-bit AdamW are rows added after "
+                  "it ('each technique is added on top of the previous one'), so off here; torch.optim.AdamW as in "
+                  "the table's reproduction command (deduced, not stated for this row). torchtune packs with a "
+                  "document mask through flex attention; ours runs SDPA causal over the 4096 tokens, which saves the "
+                  "same tensors (output and log-sum-exp).",
+            cause="torchtune's MultiHeadAttention (torchtune/modules/attention.py @1814feb1) expands k and v from the "
+                  "8 key/value heads to the 24 query heads with k.unsqueeze(2).expand(...).flatten(1, 2) before the "
+                  "attention call; flatten copies them and the attention saves the copies for backward. transformers "
+                  "5.23 passes enable_gqa=True to SDPA when there is no mask (integrations/sdpa_attention.py, "
+                  "use_gqa_in_sdpa) and keeps k, v at 8 heads. Difference: 2 · B · S · (24 − 8) · 128 · 2 bytes = "
+                  "67,108,864 per layer, 1,879,048,192 over 28 layers.",
+            terms=(("k, v expanded to 24 heads and saved by torchtune's attention, 28 layers", 1_879_048_192),),
+        ),
+        Figure(
+            id="torchtune-llama3.1-8b-full-4090",
+            where=f"{TUNE_TABLE}, section 'Memory and training speed', row 'Llama 3.1 8B | Full finetune | 1x 4090'; "
+                  "config recipes/configs/llama3_1/8B_full_single_device.yaml at the same commit",
+            quote="| Llama 3.1 8B | Full finetune | 1x 4090 | 18.9 GiB | 1650 |",
+            gpu="RTX 4090",
+            published="18.9",
+            spec={**tune8b, "optimizer": "paged-adamw-8bit"},
+            setup=tune_table_setup + " Config: bitsandbytes PagedAdamW8bit, optimizer_in_bwd, activation "
+                                     "checkpointing, CEWithChunkedOutputLoss.",
+            needs="8-bit paged AdamW (bitsandbytes), the optimizer step fused into backward, torch.compile, "
+                  "chunked cross-entropy",
+            **tune_table_common,
+        ),
+        Figure(
+            id="torchtune-llama3.1-8b-lora-a6000",
+            where=f"{TUNE_TABLE}, section 'Memory and training speed', row 'Llama 3.1 8B | LoRA | 1x A6000'; "
+                  "config recipes/configs/llama3_1/8B_lora_single_device.yaml at the same commit",
+            quote="| Llama 3.1 8B | LoRA | 1x A6000 | 30.3 GiB  | 4699 |",
+            gpu="RTX A6000",
+            published="30.3",
+            spec={**tune8b, "optimizer": "adamw"},
+            setup=tune_table_setup + " Config: LoRA rank 8, alpha 16 on q_proj and v_proj, torch.optim.AdamW, "
+                                     "activation checkpointing, CEWithChunkedOutputLoss.",
+            needs="LoRA (r=8 on q_proj, v_proj), torch.compile, chunked cross-entropy",
+            **tune_table_common,
+        ),
+        Figure(
+            id="torchtune-llama3.1-8b-qlora-4090",
+            where=f"{TUNE_TABLE}, section 'Memory and training speed', row 'Llama 3.1 8B | QLoRA | 1x 4090'; "
+                  "config recipes/configs/llama3_1/8B_qlora_single_device.yaml at the same commit",
+            quote="| Llama 3.1 8B | QLoRA | 1x 4090 | 7.4 GiB | 2413  |",
+            gpu="RTX 4090",
+            published="7.4",
+            spec={**tune8b, "optimizer": "adamw"},
+            setup=tune_table_setup + " Config: NF4 base weights, LoRA rank 8, alpha 16 on q, k, v, output_proj and "
+                                     "the MLP, torch.optim.AdamW, activation checkpointing, CEWithChunkedOutputLoss.",
+            needs="QLoRA (NF4 base weights, LoRA r=8 on attention and MLP), torch.compile, chunked cross-entropy",
+            **tune_table_common,
+        ),
+        Figure(
+            id="neox-sdpa-train-b1-s1024-eager",
+            source="https://github.com/huggingface/transformers/blob/3e7da9f11075a6e34d572fe04d28485a3989d274/docs/"
+                   "source/en/model_doc/gpt_neox.md",
+            where=f"{NEOX_DOC}, section 'Using Scaled Dot Product Attention (SDPA)', table 'Training', row batch 1, "
+                  "seq 1024, column 'Eager peak mem (MB)'",
+            quote="| 1 | 1024 | 0.19 | 0.102 | 86.777 | 4772.36 | 2408.35 | 98.159 |",
+            gpu="RTX 3080 Ti 16 GB",
+            api="torch.cuda.max_memory_allocated(device) * 1e-6 (MB = 10^6 bytes)",
+            versions=SDPA_RUN,
+            published="4772.36",
+            published_unit="MB",
+            covers="peak of 100 training steps of EleutherAI/pythia-410m-deduped in fp16 without an optimizer",
+            compare="peak",
+            spec={**neox, "mode": "train", "optimizer": "none", "batch": 1, "seq": 1024, "attn": "eager"},
+            setup=f"Steps: {TRAIN_BENCH}.",
+            needs="a sum loss (loss = logits.sum() instead of cross-entropy) and no optimizer (--optimizer none)",
+        ),
+        Figure(
+            id="neox-sdpa-train-b4-s512-sdpa",
+            source="https://github.com/huggingface/transformers/blob/3e7da9f11075a6e34d572fe04d28485a3989d274/docs/"
+                   "source/en/model_doc/gpt_neox.md",
+            where=f"{NEOX_DOC}, section 'Using Scaled Dot Product Attention (SDPA)', table 'Training', row batch 4, "
+                  "seq 512, column 'SDPA peak mem (MB)'",
+            quote="| 4 | 512 | 0.275 | 0.187 | 47.145 | 6290.58 | 3877.29 | 62.242 |",
+            gpu="RTX 3080 Ti 16 GB",
+            api="torch.cuda.max_memory_allocated(device) * 1e-6 (MB = 10^6 bytes)",
+            versions=SDPA_RUN,
+            published="3877.29",
+            published_unit="MB",
+            covers="peak of 100 training steps of EleutherAI/pythia-410m-deduped in fp16 without an optimizer",
+            compare="peak",
+            spec={**neox, "mode": "train", "optimizer": "none", "batch": 4, "seq": 512, "attn": "sdpa"},
+            setup=f"Steps: {TRAIN_BENCH}.",
+            needs="a sum loss (loss = logits.sum() instead of cross-entropy) and no optimizer (--optimizer none)",
+        ),
+        Figure(
+            id="neox-sdpa-forward-b4-s1024-sdpa",
+            source="https://github.com/huggingface/transformers/blob/3e7da9f11075a6e34d572fe04d28485a3989d274/docs/"
+                   "source/en/model_doc/gpt_neox.md",
+            where=f"{NEOX_DOC}, section 'Using Scaled Dot Product Attention (SDPA)', table 'Inference', row batch 4, "
+                  "seq 1024, column 'Mem SDPA (MB)'",
+            quote="| 4 | 1024 | 11.765 | 11.303 | 4.09 | 2558.96 | 2546.04 | 0.508 |",
+            gpu="RTX 3080 Ti 16 GB",
+            api="torch.cuda.max_memory_allocated(device) * 1e-6 (MB = 10^6 bytes), after a warm-up call",
+            versions=SDPA_RUN,
+            published="2546.04",
+            published_unit="MB",
+            covers="peak of 50 repeated no-grad forwards of a 1024-token batch of 4 (fp16 weights), each returning "
+                   "every position's logits and the KV cache",
+            compare="peak",
+            spec={**neox, "mode": "forward", "batch": 4, "seq": 1024, "new_tokens": 0, "attn": "sdpa"},
+            setup=FORWARD_BENCH + ". The mask has one padded position (mask[0, 0] = 0 in get_batch of the inference "
+                                  "script, read in a stored copy adapted from fxmarty's gist 5113e430, whose "
+                                  "repository the index does not name).",
+            needs="forward mode (a no-grad forward returning every position's logits and the KV cache, with the "
+                  "previous call's outputs still referenced)",
+        ),
+        Figure(
+            id="neox-sdpa-forward-b1-s128-sdpa",
+            source="https://github.com/huggingface/transformers/blob/3e7da9f11075a6e34d572fe04d28485a3989d274/docs/"
+                   "source/en/model_doc/gpt_neox.md",
+            where=f"{NEOX_DOC}, section 'Using Scaled Dot Product Attention (SDPA)', table 'Inference', row batch 1, "
+                  "seq 128, column 'Mem SDPA (MB)'",
+            quote="| 1 | 128 | 6.569 | 5.858 | 12.14 | 974.831 | 974.826 | 0 |",
+            gpu="RTX 3080 Ti 16 GB",
+            api="torch.cuda.max_memory_allocated(device) * 1e-6 (MB = 10^6 bytes), after a warm-up call",
+            versions=SDPA_RUN,
+            published="974.826",
+            published_unit="MB",
+            covers="peak of 50 repeated no-grad forwards of one 128-token sequence (fp16 weights), each returning "
+                   "every position's logits and the KV cache",
+            compare="peak",
+            spec={**neox, "mode": "forward", "batch": 1, "seq": 128, "new_tokens": 0, "attn": "sdpa"},
+            setup=FORWARD_BENCH + "; at batch 1, seq 128 the same sum gives 973.94 MB (-0.09 %). No mask at batch 1 "
+                                  "(masks=None in the stored copy of the inference script).",
+            needs="forward mode (a no-grad forward returning every position's logits and the KV cache, with the "
+                  "previous call's outputs still referenced)",
+        ),
+    ]
+
+
+def select(only: str | None = None, figures: list[Figure] | None = None) -> list[Figure]:
+    """The figures `only` names ("a,b"), in catalogue order; all of them when `only` is empty."""
+    figures = catalogue() if figures is None else figures
+    if not only:
+        return figures
+    ids = {i.strip() for i in only.split(",") if i.strip()}
+    unknown = sorted(ids - {f.id for f in figures})
+    if unknown:
+        raise ValueError(f"unknown figure id(s) {', '.join(unknown)}; ids are {', '.join(f.id for f in figures)}")
+    return [f for f in figures if f.id in ids]
+
+
+def memory_spec(fig: Figure):
+    """The fake-backend MemorySpec of a reproducible figure."""
+    from verify.measure.memory import MemorySpec
+
+    return MemorySpec(backend="fake", **fig.spec)
+
+
+def reproduce(fig: Figure) -> dict:
+    """One report row: the figure, and, where our backend can run it, our bytes from a fake-backend
+    trace made now, the signed error (ours − published) / published and the error after the
+    figure's known terms."""
+    row = {**fig.as_dict(), "status": "not reproduced yet", "ours_bytes": None, "rel_error": None,
+           "ours_plus_terms_bytes": None, "rel_error_after_terms": None, "ours_detail": {}, "error": None}
+    if fig.needs:
+        return row
+    from verify.measure.fake import run as trace
+
+    try:
+        result = trace(memory_spec(fig))
+    except (ValueError, RuntimeError) as e:  # TraceError, or a config transformers rejects
+        return {**row, "status": "error", "error": str(e).splitlines()[0][:300]}
+    ours = result.peak_bytes if fig.compare == "peak" else result.snapshots["steady"]["total"]
+    explained = ours + sum(b for _, b in fig.terms)
+    return {**row, "status": "reproduced", "ours_bytes": ours, "rel_error": rel_error(ours, fig.published_bytes),
+            "ours_plus_terms_bytes": explained if fig.terms else None,
+            "rel_error_after_terms": rel_error(explained, fig.published_bytes) if fig.terms else None,
+            "ours_detail": {"peak_bytes": result.peak_bytes, "peak_phase": result.peak_phase,
+                            "params_bytes": result.params_bytes, "grads_bytes": result.grads_bytes,
+                            "optimizer_bytes": result.optimizer_bytes, "kv_cache_bytes": result.kv_cache_bytes,
+                            "at_peak": result.at_peak, "steady": result.snapshots.get("steady")}}
+
+
+def run(only: str | None = None, figures: list[Figure] | None = None, jsonl: Path | None = None,
+        progress: Callable[[int, int, dict, bool], None] | None = None) -> list[dict]:
+    """A row per selected figure, each stamped with when, by which code (fingerprint, commit) and in
+    how many seconds it was made. With `jsonl`, rows an interrupted run left there with this
+    fingerprint are reused (errors are retried) and each new row is appended as soon as it exists."""
+    import time
+
+    from verify import jsonl as jsonl_file
+    from verify.provenance import fingerprint, git_commit, hardware, utc_now
+
+    chosen = select(only, figures)
+    fp, commit = fingerprint(hardware()), git_commit()
+    done = {r["id"]: r for r in jsonl_file.read(jsonl) if r.get("fingerprint") == fp and r.get("status") != "error"} \
+        if jsonl else {}
+    rows = []
+    for i, fig in enumerate(chosen, 1):
+        resumed = fig.id in done
+        if resumed:
+            row = done[fig.id]
+        else:
+            start, measured_at = time.perf_counter(), utc_now()
+            row = {**reproduce(fig), "measured_at": measured_at, "fingerprint": fp, "commit": commit,
+                   "seconds": round(time.perf_counter() - start, 2)}
+            if jsonl:
+                jsonl_file.append(jsonl, row)
+        rows.append(row)
+        if progress:
+            progress(i, len(chosen), row, resumed)
+    return rows
+
+
+# --- the report -----------------------------------------------------------------------------
+
+
+def _link(url: str) -> str:
+    """A Markdown link labelled with the repository and file (GitHub) or the page name."""
+    parts = url.rstrip("/").split("/")
+    label = f"{parts[4]}/{parts[-1]}" if "github.com" in url and len(parts) > 5 else parts[-1]
+    return f"[{label}]({url})"
+
+
+def _size(nbytes) -> str:
+    return "-" if nbytes is None else f"{fmt_bytes(nbytes, 'GB')} ({fmt_bytes(nbytes, 'GiB')})"
+
+
+def explanation(row: dict) -> str:
+    """What the report says of a row's gap: the status where nothing was measured; within 2 %; the
+    established cause (and the error after its terms); or "cause not established"."""
+    if row["status"] == "not reproduced yet":
+        return f"not reproduced yet: needs {row['needs']}"
+    if row["status"] == "error":
+        return f"error: {row['error']}"
+    if row["status"] != "reproduced":
+        return row["status"]
+    if abs(row["rel_error"]) <= TOLERANCE:
+        return "within 2 %"
+    if not row["cause"]:
+        return "cause not established"
+    after = row.get("rel_error_after_terms")
+    return row["cause"] + (f" Ours + that: {_size(row['ours_plus_terms_bytes'])}, {fmt_rel(after)}." if after is not None
+                           else "")
+
+
+def header(rows: list[dict], hw: dict, command: str) -> list[str]:
+    """What produced the report, at which commit and when, on which machine and versions."""
+    from collections import Counter
+
+    from verify.provenance import fingerprint, git_commit
+
+    when = sorted(r["measured_at"] for r in rows if r.get("measured_at"))
+    commits = Counter(r["commit"] for r in rows if r.get("commit") and not r.get("stale"))
+    return [
+        f"- command: `{command}`",
+        f"- code: commit {git_commit()} writing the report; rows measured at "
+        + ", ".join(f"{k} ({v} rows)" for k, v in commits.items()),
+        f"- measured: {when[0]} to {when[-1]} (UTC)" if when else "- measured: nothing yet",
+        f"- fingerprint of this code, versions and hardware: {fingerprint(hw)}",
+        "- GPU: none; every 'ours' figure is a fake-tensor trace on the CPU (verify.measure.fake), made when the "
+        "report was written",
+        f"- machine: {hw['cpu']}, {hw['cpu_cores']} cores, {fmt_bytes(hw['host_memory_bytes'], 'GiB', 1)} host memory",
+        f"- versions: Python {hw['python']}, torch {hw['torch']}, transformers {hw['transformers']}",
+        "- units: GB = 10^9 bytes, GiB = 2^30 bytes; 'published' is converted from the unit of the code that printed "
+        "it; error = (ours − published) / published",
+    ]
+
+
+def markdown(rows: list[dict], hw: dict, command: str) -> str:
+    from tabulate import tabulate
+
+    out = ["# GPU memory figures published by others, against the fake backend", ""]
+    out += header(rows, hw, command)
+    reproduced = [r for r in rows if r["status"] == "reproduced"]
+    within = sum(abs(r["rel_error"]) <= TOLERANCE for r in reproduced)
+    waiting = [r for r in rows if r["status"] == "not reproduced yet"]
+    out += ["", f"{len(rows)} figures: {len(reproduced)} reproduced ({within} within 2 %), {len(waiting)} waiting for a "
+            "backend feature, " + f"{sum(r['status'] == 'error' for r in rows)} errors.", ""]
+    table = [(r["id"] + (" (stale)" if r.get("stale") else ""), _link(r["source"]), r["gpu"].split(" (")[0],
+              r["api"].split(" (")[0],
+              f"{r['published']} {r['published_unit']} = {_size(r['published_bytes'])}", _size(r["ours_bytes"]),
+              fmt_rel(r["rel_error"]), explanation(r)) for r in rows]
+    out += [tabulate(table, headers=["id", "source", "GPU", "API", "published", "ours (fake)", "error", "cause"],
+                     tablefmt="github"), ""]
+    if waiting:
+        out += ["## Waiting for backend features", "",
+                tabulate([(r["id"], r["needs"]) for r in waiting], headers=["id", "needs"], tablefmt="github"), ""]
+    out += ["## Each figure", ""]
+    for r in rows:
+        spec = " ".join(f"{k}={v}" for k, v in r["spec"].items())
+        out += [f"### {r['id']}", "",
+                f"- published: {r['published']} {r['published_unit']} = {r['published_bytes']:,} bytes; "
+                f"quote: `{r['quote']}`",
+                f"- where: {r['where']} ({r['source']})",
+                f"- GPU: {r['gpu']}; API: {r['api']}; versions: {r['versions']}",
+                f"- covers: {r['covers']}; compared with our {r['compare']} bytes",
+                f"- settings: {spec}"]
+        if r["setup"]:
+            out.append(f"- setup: {r['setup']}")
+        if r["status"] == "reproduced":
+            d = r["ours_detail"]
+            out.append(f"- ours: {r['ours_bytes']:,} bytes ({fmt_rel(r['rel_error'])}); peak {d['peak_bytes']:,} in "
+                       f"{d['peak_phase']}; weights {d['params_bytes']:,}, grads {d['grads_bytes']:,}, optimizer "
+                       f"{d['optimizer_bytes']:,}, KV cache {d['kv_cache_bytes']:,}; measured {r['measured_at']} at "
+                       f"{r['commit']} in {r['seconds']} s")
+        out += [f"- verdict: {explanation(r)}", ""]
+    return "\n".join(out)
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The rows of a written external.json (none if there is no file)."""
+    import json
+
+    return json.loads(path.read_text()).get("rows", []) if path.exists() else []
+
+
+def write(out_dir: Path | None = None, only: str | None = None, figures: list[Figure] | None = None,
+          progress: Callable[[int, int, dict, bool], None] | None = None,
+          command: str = "python -m verify external") -> tuple[list[dict], list[Path]]:
+    """Reproduce the figures `only` names (all by default) and write EXTERNAL.md and external.json
+    for the whole catalogue: figures not run now keep the previous report's row, marked stale when
+    other code made it. Rows go to external.jsonl as they come; a complete run removes it."""
+    import json
+
+    from verify.provenance import ROOT, fingerprint, hardware
+
+    hw = hardware()
+    fp = fingerprint(hw)
+    figures = catalogue() if figures is None else figures
+    select(only, figures)  # an unknown id fails before anything is written
+    out_dir = Path(out_dir) if out_dir else ROOT / "reports" / "external"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jsonl = out_dir / "external.jsonl"
+    now = {r["id"]: r for r in run(only=only, figures=figures, jsonl=jsonl, progress=progress)}
+    before = {r["id"]: r for r in read_rows(out_dir / "external.json")}
+    rows = []
+    for f in figures:
+        if f.id in now:
+            rows.append(now[f.id])
+        elif f.id in before:
+            rows.append({**before[f.id], "stale": before[f.id].get("fingerprint") != fp})
+        else:  # never run here: what a run would say without measuring
+            rows.append({**f.as_dict(), "status": "not reproduced yet" if f.needs else "not measured yet",
+                         "ours_bytes": None, "rel_error": None})
+    (out_dir / "external.json").write_text(json.dumps({"hardware": hw, "command": command, "fingerprint": fp,
+                                                       "rows": rows}, indent=2, default=str) + "\n")
+    (out_dir / "EXTERNAL.md").write_text(markdown(rows, hw, command))
+    jsonl.unlink(missing_ok=True)
+    return rows, [out_dir / "EXTERNAL.md", out_dir / "external.json"]
