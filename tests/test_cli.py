@@ -77,3 +77,19 @@ def test_python_dash_m_verify_runs_as_a_program():
     r = subprocess.run([sys.executable, "-m", "verify", "params", "tiny-gpt2", "--json"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["total"] > 0
+
+
+def test_the_tested_torch_releases_are_stated_once_in_pyproject_and_torchapi():
+    """pyproject.toml's [tool.verify.tested] lists the torch releases verify/torchapi.py names, and
+    the torch and transformers running these tests are among them."""
+    import tomllib
+
+    import torch
+    import transformers
+
+    from verify.torchapi import TESTED_TORCH
+
+    tested = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["verify"]["tested"]
+    assert tuple(tested["torch"]) == TESTED_TORCH
+    assert torch.__version__.split("+")[0] in tested["torch"]
+    assert transformers.__version__ in tested["transformers"]

@@ -116,6 +116,10 @@ def header_lines(hw: dict, command: str, backend: str, claims) -> list[str]:
         f"- versions: Python {hw['python']}, torch {hw['torch']}, transformers {hw['transformers']}",
         "- units: GB = 10^9 bytes, GiB = 2^30 bytes; parameter counts are exact integers with a short form in brackets",
     ]
+    from verify.torchapi import tested_note
+
+    if tested_note():
+        lines.append(f"- note: {tested_note()}")
     if stale:
         lines.append("- **stale**: " + ", ".join(f"{v} claims measured at {k}" for k, v in stale.items())
                      + " by other code, versions or hardware, marked (stale) below; `make verify` measures them again")
