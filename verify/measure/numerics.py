@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-FLOATS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+from verify.units import DTYPE_NAMES, torch_dtype
+
 INT_VIEW = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}  # same-width integer to read bits
 
 
@@ -43,7 +44,7 @@ def _pattern(x: torch.Tensor) -> int:
 def float_format(name: str) -> FloatFormat:
     """Measure one format: bit counts from the patterns of -0.0 and +inf, range from finfo,
     the smallest subnormal by reinterpreting the integer 1 as that dtype."""
-    dtype = FLOATS[name]
+    dtype = torch_dtype(name)
     fi = torch.finfo(dtype)
     n = torch.empty((), dtype=dtype).element_size()
     sign_bits = bin(_pattern(torch.tensor(-0.0, dtype=dtype))).count("1")
@@ -65,10 +66,10 @@ def float_format(name: str) -> FloatFormat:
 
 
 def float_formats() -> dict[str, FloatFormat]:
-    return {name: float_format(name) for name in FLOATS}
+    return {name: float_format(name) for name in DTYPE_NAMES}
 
 
 def element_bytes() -> dict[str, int]:
     """Bytes of one element of each dtype a checkpoint may hold, from real tensors."""
-    dtypes = {**FLOATS, "int8": torch.int8, "uint8 (two int4)": torch.uint8}
+    dtypes = {**{name: torch_dtype(name) for name in DTYPE_NAMES}, "int8": torch.int8, "uint8 (two int4)": torch.uint8}
     return {name: torch.empty(1, dtype=dt).element_size() for name, dt in dtypes.items()}
