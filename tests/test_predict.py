@@ -50,7 +50,8 @@ def test_predictor_matches_fake_backend_on_unseen_shapes(spec, overrides):
     assert total(pr["optimizer"]) == r.optimizer_bytes
     assert total(pr["activations"]) == r.activations_bytes
     peak = sum(pr["peak"].values())
-    assert abs(peak - r.peak_bytes) <= PEAK_TOLERANCE * r.peak_bytes, (pr["peak"], r.peak_bytes, r.peak_phase)
+    # the predictor models the trace; the fake backend's modelled CUDA terms (cuda_terms) are apart
+    assert abs(peak - r.traced_peak_bytes) <= PEAK_TOLERANCE * r.traced_peak_bytes, (pr["peak"], r.traced_peak_bytes)
 
 
 @pytest.mark.parametrize("precision", ["pure", "mixed"])
@@ -97,4 +98,4 @@ def test_gpt2_predictor_matches_fake_backend(spec, overrides):
                  (config.embd_pdrop, config.attn_pdrop, config.resid_pdrop))
     r = measure(spec, **overrides)
     assert total(pr["activations"]) == r.activations_bytes
-    assert abs(sum(pr["peak"].values()) - r.peak_bytes) <= PEAK_TOLERANCE * r.peak_bytes
+    assert abs(sum(pr["peak"].values()) - r.traced_peak_bytes) <= PEAK_TOLERANCE * r.traced_peak_bytes
