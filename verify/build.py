@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import torch
 
-ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash")
 
 
 def build(config, device: str = "meta", dtype: torch.dtype = torch.float32, attn: str | None = None, fake_mode=None):
     """Build the causal-LM module transformers maps `config` to (random init, no download).
 
-    attn: "eager" or "sdpa"; None lets transformers pick its default for the architecture.
+    attn: "eager", "sdpa" or "flash"; None lets transformers pick its default for the architecture.
     """
     from transformers import AutoModelForCausalLM
 
@@ -34,6 +34,10 @@ def build(config, device: str = "meta", dtype: torch.dtype = torch.float32, attn
     if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         raise ValueError(f"{config.name_or_path}: transformers has no causal-LM class for model_type "
                          f"{config.model_type!r} (this tool builds decoder language models: llama, gpt2, mixtral, ...)")
+    if attn == "flash":  # flash-attn 2, emulated and registered with transformers by the fake backend
+        from verify.measure.fake import register_flash
+
+        attn = register_flash()
     with torch.device(on):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn)
     if device == "fake":

@@ -154,7 +154,7 @@ def cmd_memory(args) -> int:
     spec = MemorySpec(
         model=args.model, mode=args.mode, backend=args.backend, dtype=args.dtype, precision=args.precision,
         optimizer=args.optimizer, batch=args.batch, seq=args.seq, new_tokens=args.new_tokens, attn=args.attn,
-        checkpointing=args.checkpointing, loss=args.loss,
+        checkpointing=args.checkpointing, loss=args.loss, gpu_terms=args.gpu_terms,
     )
     try:
         validate(spec, s)
@@ -354,6 +354,8 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--checkpointing", action="store_true", help="activation checkpointing of every decoder layer")
     q.add_argument("--loss", choices=LOSSES, default="ce",
                    help="ce: the model's cross-entropy (labels = inputs); sum: logits.sum(), as some benchmarks do (train)")
+    q.add_argument("--no-gpu-terms", dest="gpu_terms", action="store_false",
+                   help="fake backend: the trace alone, without the modelled CUDA terms (verify/formulas/cuda.py)")
     q.add_argument("--no-companion", dest="companion", action="store_false",
                    help="skip the run of the other mode (same model, dtype, batch, seq) that claim I2 compares with")
     q.add_argument("--json", action="store_true")

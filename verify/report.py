@@ -24,6 +24,16 @@ def memory_table(out: dict) -> str:
     spec = out["spec"]
     head = " ".join(f"{k}={v}" for k, v in spec.items())
     parts = [head, "", tabulate(_bytes_rows(out), headers=["category", "bytes", "GB", "GiB"], colalign=("left", "right", "right", "right"))]
+    if out.get("cuda_terms"):
+        gpu = (out.get("extra") or {}).get("gpu", "a GPU")
+        rows = [("trace (traced_peak)", out["traced_peak_bytes"])] + [(f"+ {k}", v) for k, v in out["cuda_terms"].items()]
+        rows.append(("= peak", out["peak_bytes"]))
+        parts += ["", f"modelled GPU: {gpu} (verify/formulas/cuda.py)",
+                  tabulate([(k, f"{v:,}", fmt_bytes(v, "GB")) for k, v in rows],
+                           headers=["peak = trace + CUDA terms", "bytes", "GB"], colalign=("left", "right", "right"))]
+        missing = (out.get("extra") or {}).get("cuda_not_modelled")
+        if missing:
+            parts.append("not modelled: " + "; ".join(f"{k}: {v}" for k, v in missing.items()))
     if out.get("phases"):
         parts += ["", tabulate([(k, f"{v:,}", fmt_bytes(v, "GB")) for k, v in out["phases"].items()],
                                headers=["phase", "peak bytes", "GB"], colalign=("left", "right", "right"))]

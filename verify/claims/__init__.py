@@ -150,6 +150,7 @@ class Context:
 
     backend: str  # arith | meta | cpu | fake | cuda: where this check's measurements run
     cache: dict = field(default_factory=dict)  # key -> result, shared by the checks of one ledger run
+    gpu_terms: bool = True  # fake backend: add the modelled CUDA terms to peaks (False: the trace alone)
 
     def memo(self, key, compute: Callable[[], object]):
         """The result stored under `key`, computed by `compute()` the first time it is asked for."""

@@ -103,10 +103,12 @@ def run(
     only: str | None = None,
     jsonl: Path | None = None,
     progress: Callable[[int, int, Claim, bool], None] | None = None,
+    gpu_terms: bool = True,
 ) -> list[Claim]:
     """Every selected claim, in catalogue order, each stamped with measured_at, fingerprint and
     commit. With `jsonl`, results an interrupted run left there are reused when their fingerprint
-    and backend match this run's, and each new result is appended as soon as it exists."""
+    and backend match this run's, and each new result is appended as soon as it exists. `gpu_terms`:
+    fake-backend peaks include the modelled CUDA terms (False: the trace alone)."""
     from verify.provenance import fingerprint, git_commit, hardware, utc_now
 
     table = checks()
@@ -127,7 +129,7 @@ def run(
         else:
             start, measured_at = time.perf_counter(), utc_now()
             try:
-                claim = table[cid][chosen](Context(backend=chosen, cache=cache))
+                claim = table[cid][chosen](Context(backend=chosen, cache=cache, gpu_terms=gpu_terms))
             except Exception as e:  # recorded, the run goes on
                 tb = traceback.format_exception_only(type(e), e)[-1].strip()
                 claim = placeholder(cid, Verdict.ERROR, f"check failed: {tb}", chosen)

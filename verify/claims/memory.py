@@ -25,7 +25,7 @@ def run(ctx: Context, spec: MemorySpec, **overrides) -> MemoryResult:
     """`spec` measured on the check's backend, with config fields overridden if any are given."""
     from verify.measure.sweeps import measure
 
-    spec = dataclasses.replace(spec, backend=ctx.backend)
+    spec = dataclasses.replace(spec, backend=ctx.backend, gpu_terms=ctx.gpu_terms)
     return ctx.memo(("memory", spec, tuple(sorted(overrides.items()))), lambda: measure(spec, **overrides))
 
 

@@ -9,10 +9,20 @@ transformers is given the answer a real run gets to a data-dependent mask questi
 (`CudaKernelChoices`: dropout masks, SDPA with dropout).
 
 Measured: the second training step (the first creates the optimizer state), or prefill plus
-new_tokens - 1 decode steps. Known differences from a CUDA run that remain: buffers allocated
-inside a kernel are not tensors the tracker sees (cuBLAS and flash workspaces, CUDA's
-embedding-backward partial sums), and LayerNorm's mean and 1/std are kept in the input dtype
-here (fp32 on CUDA: 2·n bytes more per LayerNorm in half precision).
+new_tokens - 1 decode steps.
+
+What a GPU adds (spec.gpu_terms, on by default off the GPU): the trace alone is `traced_peak_bytes`;
+the tracker also books what `torch.cuda.max_memory_allocated` would count on `GPU` (cuda_ops:
+the allocator's 512-byte rounding, cuBLAS workspaces, LayerNorm's fp32 statistics, the SDPA
+kernel CUDA picks, flash and embedding-backward scratch, Adam's host-resident step counters;
+verify/formulas/cuda.py cites the source of each), and `peak_bytes` is the peak of that total,
+`cuda_terms` its terms at that moment. Not modelled: the cuDNN SDPA workspace (cuDNN sizes it at
+run time; counted in extra["cuda_not_modelled"]), cub's sort scratch, and the up-to-1-MiB whole
+blocks of a reused cache (bounded in extra["allocator_whole_block_bound_bytes"]).
+
+`--attn flash` is flash-attn 2 as transformers' flash_attention_2 calls it, emulated
+(FLASH_ATTENTION): no mask for causal unpadded batches, and exactly the tensors flash-attn 2
+allocates, saves and frees.
 """
 
 from __future__ import annotations
@@ -22,9 +32,16 @@ import time
 
 import torch
 
+from verify.formulas import cuda as C
+from verify.formulas.params import total
 from verify.measure.memory import Category, MemoryResult, MemorySpec
 from verify.measure.steps import Hooks, autocast_context, cache_tensors, forward_step, generate_greedy, prepare_training, train_step
 from verify.measure.tracker import Tracker
+
+
+GPU = C.H100  # the GPU whose terms the fake backend adds (spec.gpu_terms)
+FLASH_ATTENTION = "fa2_emulated"  # our name in transformers' AttentionInterface ("flash" in it would make
+# transformers import the flash_attn package)
 
 
 class TraceError(RuntimeError):
@@ -67,6 +84,10 @@ def run(spec: MemorySpec, device: str = "fake", config=None, tracker: Tracker | 
         t_build = time.perf_counter() - t0
         kernels = contextlib.nullcontext() if device == "cuda" else CudaKernelChoices()
         tracker = tracker if tracker is not None else Tracker()
+        gpu = spec.gpu_terms and device != "cuda"
+        notes: dict[str, int] = {}
+        if gpu:
+            tracker.model_gpu(cuda_ops(GPU, notes))
         with mode, _as_real_runs(device), kernels, tracker:
             tracker.add(list(model.buffers()), Category.BUFFERS)
             tracker.add(list(model.parameters()), Category.PARAMS)
@@ -84,18 +105,32 @@ def run(spec: MemorySpec, device: str = "fake", config=None, tracker: Tracker | 
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise TraceError(f"{spec.model}: cannot trace a {spec.mode} step on {device} tensors ({type(e).__name__}: {first[:200]})") from e
     t_total = time.perf_counter() - t0
+    extra = {"device": device, "build_s": round(t_build, 3), "trace_s": round(t_total - t_build, 3)}
     at_peak = {k: v for k, v in tracker.at_peak.items() if v}
+    peak, peak_phase, terms = tracker.peak, tracker.peak_phase, {}
+    if gpu:
+        at = tracker.gpu_peak_at
+        terms = {k: v for k, v in at["terms"].items() if v}
+        at_peak = {k: v for k, v in at["categories"].items() if v}
+        at_peak["cuda_terms"] = sum(terms.values())
+        if at["trace"] != tracker.peak:  # the modelled peak came at another moment than the trace's own
+            terms["trace below its own peak at this moment"] = at["trace"] - tracker.peak
+        peak, peak_phase = tracker.gpu_peak, at["phase"]
+        extra.update(gpu=GPU.name, cuda_not_modelled=dict(notes),
+                     allocator_whole_block_bound_bytes=total(C.whole_block_bound(at["large_storages"])))
     return MemoryResult(
         spec=spec.as_dict(),
         params_bytes=tracker.bytes(Category.PARAMS),
         buffers_bytes=tracker.bytes(Category.BUFFERS),
-        peak_bytes=tracker.peak,
+        peak_bytes=peak,
+        traced_peak_bytes=tracker.peak,
+        cuda_terms=terms,
         transient_bytes=at_peak.get(Category.TRANSIENT.value, 0),
         at_peak=at_peak,
-        peak_phase=tracker.peak_phase,
+        peak_phase=peak_phase,
         phases=dict(tracker.phase_peaks),
         snapshots=dict(tracker.snapshots),
-        extra={"device": device, "build_s": round(t_build, 3), "trace_s": round(t_total - t_build, 3)},
+        extra=extra,
         **fields,
     )
 
@@ -158,6 +193,7 @@ def _train(model, spec: MemorySpec, compute: torch.dtype, ids, tracker: Tracker,
     train_step(model, optimizer, ids, autocast_context(spec.precision, compute, device_type), Hooks(mark=tracker.mark), loss=spec.loss)
     if optimizer is not None:
         tracker.relabel([t for s in optimizer.state.values() for t in s.values() if isinstance(t, torch.Tensor)], Category.OPTIMIZER)
+        tracker.host([s["step"] for s in optimizer.state.values() if "step" in s])  # C.host_optimizer_scalars
     tracker.reset_peak()
     grads = {}
 
@@ -206,3 +242,160 @@ def _generate(model, spec: MemorySpec, ids, tracker: Tracker) -> dict:
         "activations_bytes": max(tracker.peak - weights - kv, 0),
         "kv_cache_bytes": kv,
     }
+
+
+# --- what a GPU adds: the tracker's op handlers --------------------------------------------------
+
+
+def cuda_ops(gpu: C.Gpu, notes: dict[str, int]) -> dict:
+    """Handlers (tracker, args, kwargs, out) that book, after each of these aten ops, what the same
+    op books on `gpu` beyond the traced storages (verify/formulas/cuda.py cites each source).
+    `notes` counts the calls whose CUDA memory is not modelled (cuDNN attention)."""
+    aten = torch.ops.aten
+    threads: set[str] = set()
+
+    def matmul(tr, args, kwargs, out):  # C.blas_workspaces: one per thread, from its first matmul on
+        thread = "autograd thread" if tr.phase == "backward" else "main thread"
+        if thread not in threads:
+            threads.add(thread)
+            tr.add_term(f"cuBLAS workspace ({thread})", C.cublas_workspace(gpu.sm[0]) + C.cublaslt_workspace(gpu.sm[0]))
+
+    def layer_norm(tr, args, kwargs, out):  # C.layernorm_stats
+        p = args[0].element_size()
+        if p < 4:
+            for stat in out[1:3]:
+                tr.attach(stat, "LayerNorm fp32 statistics", stat.numel() * (4 - p))
+
+    def backend(q, dropout, mask) -> str:
+        choice = C.sdpa_backend(q.element_size(), q.shape[-1], mask is not None, dropout, gpu)
+        if choice == "cudnn":
+            notes["cuDNN SDPA calls (workspace sized by cuDNN)"] = notes.get("cuDNN SDPA calls (workspace sized by cuDNN)", 0) + 1
+        return choice
+
+    def sdpa_forward(tr, args, kwargs, out):  # _scaled_dot_product_flash_attention_for_cpu(q, k, v, dropout_p, is_causal, attn_mask, scale)
+        q = args[0]
+        dropout = args[3] if len(args) > 3 else kwargs.get("dropout_p", 0.0)
+        choice = backend(q, dropout, kwargs.get("attn_mask", args[5] if len(args) > 5 else None))
+        if choice == "flash":
+            tr.attach(out[1], "SDPA flash rng_state + offset", total(C.sdpa_flash_forward(1)))
+        elif choice == "efficient":
+            B, H, S = q.shape[0], q.shape[1], q.shape[2]
+            tr.attach(out[1], "SDPA efficient logsumexp padding", total(C.efficient_lse_padding(B, H, S)))
+
+    def sdpa_backward(tr, args, kwargs, out):  # (grad_out, q, k, v, out, logsumexp, dropout_p, is_causal, attn_mask, scale)
+        q, k = args[1], args[2]
+        dropout = args[6] if len(args) > 6 else kwargs.get("dropout_p", 0.0)
+        if backend(q, dropout, kwargs.get("attn_mask", args[8] if len(args) > 8 else None)) == "flash":
+            B, H, S_q, d = q.shape
+            terms = C.flash_backward_temporaries(B, H, k.shape[1], S_q, k.shape[2], d, q.element_size())
+            tr.spike({f"SDPA flash backward {k}": v for k, v in terms.items()})
+
+    def embedding_backward(tr, args, kwargs, out):  # embedding_dense_backward(grad, indices, num_weights, ...)
+        grad, indices, num_weights = args[0], args[1], args[2]
+        tr.spike(C.embedding_backward_temporaries(indices.numel(), num_weights, grad.shape[-1], grad.element_size(), gpu))
+
+    def host_scalar(tr, args, kwargs, out):  # torch.tensor(1.0, device="cpu") in _multi_tensor_adam
+        if tr.phase == "optimizer":
+            tr.host(out)
+
+    return {
+        aten.mm.default: matmul, aten.addmm.default: matmul, aten.bmm.default: matmul, aten.baddbmm.default: matmul,
+        aten.native_layer_norm.default: layer_norm,
+        aten._scaled_dot_product_flash_attention_for_cpu.default: sdpa_forward,
+        aten._scaled_dot_product_flash_attention_for_cpu_backward.default: sdpa_backward,
+        aten.embedding_dense_backward.default: embedding_backward,
+        aten.lift_fresh.default: host_scalar,
+    }
+
+
+# --- --attn flash: flash-attn 2 as transformers calls it, emulated -------------------------------
+
+
+def _round(x: int, m: int) -> int:
+    return -(-x // m) * m
+
+
+class FlashAttnFunc(torch.autograd.Function):
+    """flash_attn.flash_attn_interface.FlashAttnFunc (Dao-AILab/flash-attention 0251105a2fb1,
+    flash_attn 2.8.4) on any tensors, allocating what it allocates and nothing else.
+
+    forward: q, k, v (B, S, heads, d) padded to a multiple of 8 in d if needed (F.pad copies);
+    `mha_fwd` (csrc/flash_attn/flash_api.cpp) allocates out (empty_like q), softmax_lse
+    (B, heads, S_q) fp32 and rng_state (2,) int64; `ctx.save_for_backward(q, k, v, out_padded,
+    softmax_lse, rng_state)`. The output is not attention: each query row gets its group's value
+    row (a broadcast copy into `out`, no temporaries), finite and cheap.
+    backward: dq, dk, dv = empty_like(q, k, v) (the interface's `_flash_attn_backward` call), then
+    `mha_bwd` allocates softmax_d (B, heads, ⌈S_q/128⌉·128) fp32 (returned, then dropped),
+    dq_accum (B, ⌈S_q/128⌉·128, heads, d_r) fp32 and, for GQA/MQA, dk_expanded and dv_expanded
+    (B, S_k, heads, d), freed when it returns (formulas.cuda.flash_backward_temporaries)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, softmax_scale, causal, window_size, dropout_p):
+        d = q.shape[-1]
+        if d % 8:
+            q, k, v = (torch.nn.functional.pad(t, [0, 8 - d % 8]) for t in (q, k, v))
+        B, S_q, H, dp = q.shape
+        H_kv = k.shape[2]
+        out = torch.empty_like(q)
+        if S_q == k.shape[1]:
+            out.view(B, S_q, H_kv, H // H_kv, dp).copy_(v.unsqueeze(3))
+        else:
+            out.view(B, S_q, H_kv, H // H_kv, dp).copy_(v[:, -S_q:].unsqueeze(3))
+        softmax_lse = torch.empty(B, H, S_q, dtype=torch.float32, device=q.device)
+        rng_state = torch.empty(2, dtype=torch.int64, device=q.device)
+        ctx.save_for_backward(q, k, v, out, softmax_lse, rng_state)
+        ctx.head_dim = d
+        return out[..., :d] if d % 8 else out
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v, out, softmax_lse, rng_state = ctx.saved_tensors
+        d = ctx.head_dim
+        if d % 8:
+            dout = torch.nn.functional.pad(dout, [0, 8 - d % 8])
+        elif dout.stride(-1) != 1:
+            dout = dout.contiguous()
+        dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+        B, S_q, H, dp = q.shape
+        S_k, H_kv = k.shape[1], k.shape[2]
+        s_r, d_r = _round(S_q, 128), _round(dp, 32 if dp <= 128 else 64)
+        softmax_d = torch.empty(B, H, s_r, dtype=torch.float32, device=q.device)
+        dq_accum = torch.empty(B, s_r, H, d_r, dtype=torch.float32, device=q.device)
+        expanded = [torch.empty(B, S_k, H, dp, dtype=q.dtype, device=q.device) for _ in range(2)] if H_kv != H else []
+        del dq_accum, expanded, softmax_d
+        if d % 8:
+            dq, dk, dv = dq[..., :d], dk[..., :d], dv[..., :d]
+        return dq, dk, dv, None, None, None, None
+
+
+def flash_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, sliding_window=None,
+                    softcap=None, is_causal=None, **kwargs):
+    """transformers' flash_attention_2 path (integrations/flash_attention.py `flash_attention_forward`
+    and modeling_flash_attention_utils.py `_flash_attention_forward`) for a causal, unpadded batch,
+    with FlashAttnFunc in place of flash_attn_func: (B, heads, S, d) in, (B, S, heads, d) out."""
+    from transformers.integrations.flash_attention import get_target_dtype
+    from transformers.modeling_flash_attention_utils import fa_peft_integration_check
+
+    if attention_mask is not None:
+        raise ValueError("--attn flash emulates unpadded batches only (transformers passes a mask for padded ones)")
+    if softcap:
+        raise ValueError("--attn flash does not emulate soft-capped attention")
+    q, k, v = (t.transpose(1, 2) for t in (query, key, value))
+    q, k, v = fa_peft_integration_check(q, k, v, get_target_dtype(q, module))
+    if q.dtype not in (torch.float16, torch.bfloat16):
+        raise ValueError("flash-attn 2 runs fp16 and bf16 only; use --dtype fp16/bf16 or --precision mixed")
+    causal = module.is_causal if is_causal is None else is_causal
+    window = (sliding_window - 1, sliding_window - 1) if sliding_window is not None and k.shape[1] > sliding_window else (-1, -1)
+    out = FlashAttnFunc.apply(q, k, v, scaling, causal and q.shape[1] > 1, window, dropout)
+    return out, None
+
+
+def register_flash() -> str:
+    """Register the emulated flash-attn 2 with transformers (attention and its mask function, the
+    one flash_attention_2 uses: None for an unpadded batch) and return the name to build with."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, flash_attention_mask
+
+    AttentionInterface.register(FLASH_ATTENTION, flash_attention)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(FLASH_ATTENTION, flash_attention_mask)
+    return FLASH_ATTENTION

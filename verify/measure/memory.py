@@ -14,7 +14,7 @@ from verify.units import DTYPE_NAMES, PRECISIONS
 MODES = ("train", "generate", "forward")
 OPTIMIZERS = ("adamw", "adam", "sgd", "none")
 LOSSES = ("ce", "sum")
-ATTNS = ("eager", "sdpa")
+ATTNS = ("eager", "sdpa", "flash")
 BACKENDS = ("fake", "cuda")
 
 
@@ -45,8 +45,9 @@ class MemorySpec:
     batch: int = 1  # B
     seq: int = 2048  # S: training sequence length, or the prompt length when generating
     new_tokens: int = 0  # tokens decoded after the prompt (generate mode)
-    attn: str = "sdpa"  # "eager" (materializes a x S x S scores) or "sdpa"
+    attn: str = "sdpa"  # "eager" (materializes a x S x S scores), "sdpa", or "flash" (flash-attn 2, emulated)
     checkpointing: bool = False  # activation checkpointing of every decoder layer
+    gpu_terms: bool = True  # when the backend is fake, add the modelled CUDA terms (verify/formulas/cuda.py) to the peak
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -65,13 +66,16 @@ class MemoryResult:
     kv_cache_bytes: int
     transient_bytes: int  # at the peak: bytes allocated outside the forward and not persistent (backward
     # temporaries, foreach optimizer temporaries, recompute under checkpointing, workspace)
-    peak_bytes: int  # highest total allocation seen during the measured step
+    peak_bytes: int  # highest total allocation seen during the measured step (fake with gpu_terms: trace + CUDA terms)
     phases: dict[str, int] = field(default_factory=dict)  # phase name -> peak bytes in that phase
     extra: dict = field(default_factory=dict)  # backend-specific: CUDA context, reserved, timings
     buffers_bytes: int = 0  # module buffers (RoPE inv_freq, masks): memory, but not parameters
     at_peak: dict[str, int] = field(default_factory=dict)  # category -> bytes live at the peak; sums to peak_bytes
     peak_phase: str = ""  # the phase the peak happened in (forward, backward, optimizer, prefill, decode)
     snapshots: dict[str, dict[str, int]] = field(default_factory=dict)  # "forward_end", "steady" -> category bytes then
+    traced_peak_bytes: int = 0  # the peak of the traced tensors alone (the tracker's figure, on every backend)
+    cuda_terms: dict[str, int] = field(default_factory=dict)  # fake with gpu_terms: what a GPU adds at the peak moment,
+    # term -> bytes, summing to peak_bytes - traced_peak_bytes; empty where the GPU itself is measured or gpu_terms is off
 
     def as_dict(self) -> dict:
         return asdict(self)

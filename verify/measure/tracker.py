@@ -12,8 +12,16 @@ count too. The tracker keeps, per category, the bytes live now; the peak of the 
 per-category breakdown; per-phase peaks and seconds; and, with `timeline`, the total after every
 increase by op count, which `segments` cuts into stretches.
 
+With `model_gpu(ops)` it also keeps what the same step would book on a CUDA device
+(verify/formulas/cuda.py): every storage at the caching allocator's rounded size, extras tied to
+a storage's life (`attach`), terms from a moment on (`add_term`), host-resident storages
+(`host`, booked at 0), and buffers that live only inside one op (`spike`); `ops` maps an aten
+op to a function called after it with (tracker, args, kwargs, out). The peak of that modelled
+total is kept apart (`gpu_peak`, with the categories and terms at that moment).
+
 No module hooks and no per-op walk over live tensors: the cost per op is one dict lookup per
-output, which is what keeps a 7B training step traceable in seconds.
+output (and, modelling a GPU, one more per op and a few integer adds per allocation), which is
+what keeps a 7B training step traceable in seconds.
 """
 
 from __future__ import annotations
@@ -27,6 +35,9 @@ import torch
 
 from verify.measure.memory import Category
 from verify.torchapi import TorchDispatchMode, follow_storage_resizes, storage_key, storages, tree_leaves
+
+
+HOST = "host-resident on a GPU run"  # the term under which host storages are taken off the modelled total
 
 
 def _cat(category: Category | str) -> str:
@@ -57,6 +68,16 @@ class Tracker(TorchDispatchMode):
         self.timeline: list[tuple[int, int]] = []  # (op count, total) after every increase (timeline=True)
         self._since = (time.perf_counter(), "setup")
         self._exits: ExitStack | None = None
+        # the modelled GPU (model_gpu); None: trace only
+        self.gpu_ops: dict | None = None  # aten op -> handler(tracker, args, kwargs, out), called after the op
+        self.gpu_delta = 0  # modelled GPU bytes now minus the traced total now (sum of the terms below)
+        self.rounding = 0  # Σ(round512(n) − n) over live device storages now
+        self.gpu_terms_now: dict[str, int] = {}  # other modelled term -> bytes now (attach, add_term, host)
+        self.gpu_peak = 0  # highest modelled total since the last reset_peak
+        self.gpu_peak_at: dict = {}  # at that peak: "trace" (traced total), "categories", "terms", "phase"
+        self.record_live_at_gpu_peak = False  # keep the sizes of the live storages at each new gpu peak (tests)
+        self.gpu_live_at_peak: list[tuple[int, bool]] = []  # (nbytes, host-resident) per live storage at the gpu peak
+        self.large_now = 0  # live storages above 1 MiB (the large pool: whole-block bound)
 
     # --- bookkeeping -----------------------------------------------------------------------
 
@@ -65,9 +86,17 @@ class Tracker(TorchDispatchMode):
         if key in self.live:
             return
         n = st.nbytes()
-        self.live[key] = [n, category, weakref.ref(st, lambda _r, k=key: self._free(k)), self.ops]
+        entry = [n, category, weakref.ref(st, lambda _r, k=key: self._free(k)), self.ops]
+        self.live[key] = entry
         self.by_cat[category] += n
         self.total += n
+        if self.gpu_ops is not None:
+            r = (-n % 512 if n >= 512 else 512 - n) if n else 0  # round_size(n) - n
+            entry += [r, None]  # rounding, attached (term, bytes) extras
+            self.rounding += r
+            self.gpu_delta += r
+            if n > 1_048_576:
+                self.large_now += 1
         self._update()
 
     def _update(self) -> None:
@@ -75,6 +104,8 @@ class Tracker(TorchDispatchMode):
             self.peak = self.total
             self.at_peak = dict(self.by_cat)
             self.peak_phase = self.phase
+        if self.gpu_ops is not None and self.total + self.gpu_delta > self.gpu_peak:
+            self._gpu_peak_now()
         if self.total > self.phase_peaks.get(self.phase, 0):
             self.phase_peaks[self.phase] = self.total
         if self.keep_timeline:
@@ -85,6 +116,13 @@ class Tracker(TorchDispatchMode):
         if entry is not None:
             self.by_cat[entry[1]] -= entry[0]
             self.total -= entry[0]
+            if len(entry) > 4:
+                self.rounding -= entry[4]
+                self.gpu_delta -= entry[4]
+                if entry[0] > 1_048_576:
+                    self.large_now -= 1
+                for term, b in entry[5] or ():
+                    self._term(term, -b)
 
     def _resized(self, st) -> None:
         entry = self.live.get(storage_key(st))
@@ -94,7 +132,24 @@ class Tracker(TorchDispatchMode):
         self.by_cat[entry[1]] += n - entry[0]
         self.total += n - entry[0]
         entry[0] = n
+        if len(entry) > 4 and entry[5] is None:
+            r = (-n % 512 if n >= 512 else 512 - n) if n else 0
+            self.rounding += r - entry[4]
+            self.gpu_delta += r - entry[4]
+            entry[4] = r
         self._update()
+
+    def _term(self, term: str, b: int) -> None:
+        self.gpu_terms_now[term] = self.gpu_terms_now.get(term, 0) + b
+        self.gpu_delta += b
+
+    def _gpu_peak_now(self, spike: dict[str, int] | None = None) -> None:
+        self.gpu_peak = self.total + self.gpu_delta + (sum(spike.values()) if spike else 0)
+        terms = {"allocator rounding": self.rounding, **self.gpu_terms_now, **(spike or {})}
+        self.gpu_peak_at = {"trace": self.total, "categories": dict(self.by_cat), "terms": terms, "phase": self.phase,
+                            "large_storages": self.large_now}
+        if self.record_live_at_gpu_peak:
+            self.gpu_live_at_peak = [(e[0], e[5] is not None and any(t == HOST for t, _ in e[5])) for e in self.live.values()]
 
     def _default_category(self) -> str:
         return (Category.ACTIVATIONS if self.phase in self.forward_phases else Category.TRANSIENT).value
@@ -121,6 +176,61 @@ class Tracker(TorchDispatchMode):
                     self.by_cat[cat] += entry[0]
                     entry[1] = cat
 
+    def model_gpu(self, ops: dict) -> None:
+        """From now on also keep the modelled CUDA total; `ops` maps aten ops to handlers. Storages
+        already live are booked at their rounded size."""
+        self.gpu_ops = ops
+        for entry in self.live.values():
+            if len(entry) == 4:
+                n = entry[0]
+                r = (-n % 512 if n >= 512 else 512 - n) if n else 0
+                entry += [r, None]
+                self.rounding += r
+                self.gpu_delta += r
+                self.large_now += n > 1_048_576
+        self.gpu_peak = self.total + self.gpu_delta
+        self._gpu_peak_now()
+
+    def attach(self, t, term: str, nbytes: int) -> None:
+        """Book `nbytes` more under `term` for as long as the storage behind tensor `t` lives (a
+        GPU kernel keeps a bigger or an extra buffer beside it)."""
+        entry = self.live.get(storage_key(storages(t)[0])) if self.gpu_ops is not None else None
+        if entry is None or not nbytes:
+            return
+        entry[5] = (*(entry[5] or ()), (term, nbytes))
+        self._term(term, nbytes)
+        self._update()
+
+    def host(self, tensors) -> None:
+        """The storages of `tensors` live in host memory on a GPU run: booked at 0 (their rounding
+        dropped, their bytes taken off under the HOST term)."""
+        if self.gpu_ops is None:
+            return
+        for t in tree_leaves(tensors):
+            if not isinstance(t, torch.Tensor):
+                continue
+            for st in storages(t):
+                entry = self.live.get(storage_key(st))
+                if entry is None or (entry[5] and any(term == HOST for term, _ in entry[5])):
+                    continue
+                self.rounding -= entry[4]
+                self.gpu_delta -= entry[4]
+                entry[4] = 0
+                entry[5] = (*(entry[5] or ()), (HOST, -entry[0]))
+                self._term(HOST, -entry[0])
+
+    def add_term(self, term: str, nbytes: int) -> None:
+        """Book `nbytes` under `term` from now on (a workspace allocated once and kept)."""
+        if self.gpu_ops is not None and nbytes:
+            self._term(term, nbytes)
+            self._update()
+
+    def spike(self, terms: dict[str, int]) -> None:
+        """Buffers a GPU kernel holds only while the current op runs: a peak candidate now."""
+        extra = sum(terms.values())
+        if self.gpu_ops is not None and extra > 0 and self.total + self.gpu_delta + extra > self.gpu_peak:
+            self._gpu_peak_now({k: v for k, v in terms.items() if v})
+
     def mark(self, phase: str) -> None:
         """Enter `phase`: later allocations are labelled by it and its peak is kept apart."""
         now = time.perf_counter()
@@ -146,6 +256,8 @@ class Tracker(TorchDispatchMode):
         self.at_peak = dict(self.by_cat)
         self.peak_phase = self.phase
         self.phase_peaks = {}
+        if self.gpu_ops is not None:
+            self._gpu_peak_now()
 
     def bytes(self, category: Category | str) -> int:
         return self.by_cat.get(_cat(category), 0)
@@ -196,4 +308,8 @@ class Tracker(TorchDispatchMode):
                 for st in storages(t):
                     if storage_key(st) not in self.live:
                         self._new(st, cat or (cat := self._default_category()))
+        if self.gpu_ops is not None:
+            handler = self.gpu_ops.get(func)
+            if handler is not None:
+                handler(self, args, kwargs or {}, out)
         return out
