@@ -52,6 +52,7 @@ class Gpu:
 # torch 2.13.0's Linux wheel on PyPI requires cuda-toolkit 13.0.3 and nvidia-cudnn-cu13 9.20.0.48
 H100 = Gpu(name="H100 SXM (sm90), torch 2.13.0 wheel: CUDA 13.0, cuDNN 9.20", sm=(9, 0), sms=132, cudnn=92000, cuda_major=13)
 A100 = Gpu(name="A100 (sm80), torch 2.13.0 wheel: CUDA 13.0, cuDNN 9.20", sm=(8, 0), sms=108, cudnn=92000, cuda_major=13)
+DEFAULT_GPU = H100  # the GPU the fake backend and the predictor model (spec.gpu_terms)
 
 
 def _ceil(x: int, m: int) -> int:

@@ -39,7 +39,7 @@ from verify.measure.steps import Hooks, autocast_context, cache_tensors, forward
 from verify.measure.tracker import Tracker
 
 
-GPU = C.H100  # the GPU whose terms the fake backend adds (spec.gpu_terms)
+GPU = C.DEFAULT_GPU  # the GPU whose terms the fake backend adds (spec.gpu_terms)
 FLASH_ATTENTION = "fa2_emulated"  # our name in transformers' AttentionInterface ("flash" in it would make
 # transformers import the flash_attn package)
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from verify.families import FAMILIES, family_of, not_in_registry
 from verify.families.blocks import FP32
+from verify.formulas import cuda as C
 from verify.formulas import memory as M
 from verify.units import INDEX_BYTES, dtype_bytes
 from verify.formulas.params import exact, total
@@ -87,6 +88,8 @@ class Prediction:
     peak_moment: str | None = None  # the moment the peak is at
     not_covered: str | None = None  # why the activations are not predicted for this run (None: they are)
     peak_not_covered: str | None = None  # why the peak is not predicted for this run (None: it is)
+    cuda_terms: dict[str, int] = field(default_factory=dict)  # what a GPU adds at the peak moment (gpu_terms), in the moments
+    traced_peak_bytes: int | None = None  # the peak of the trace alone (what the CPU allocator sees), without cuda_terms
 
     def total(self, category: str) -> int | None:
         """The bytes of one category, or None where it is not predicted."""
@@ -125,9 +128,30 @@ def predict(s, spec, T: int, dropout: tuple[float, float, float] = (0.1, 0.1, 0.
             T_kv = min(T_kv, s.sliding_window)
         terms["kv_cache"] = M.kv_cache(s.L, B, T_kv, s.kv_cache_heads, s.head_dim, p)
     if out.moments:
+        out.traced_peak_bytes = max(out.moments.values())
+        if spec.gpu_terms and spec.backend != "cpu":
+            add_gpu_terms(out, s, spec)
         out.peak_moment = max(out.moments, key=out.moments.get)
         out.peak_bytes = out.moments[out.peak_moment]
     return out
+
+
+def add_gpu_terms(pred: Prediction, s, spec, gpu=C.DEFAULT_GPU) -> None:
+    """Add to each training moment what `torch.cuda.max_memory_allocated` counts beyond the traced
+    tensors, as verify/formulas/cuda.py derives it (the fake backend books the same terms op by op):
+    the cuBLAS workspaces of the main and the autograd thread, at every moment; LayerNorm's fp32
+    statistics in half precision while the forward's saved tensors live (the start of backward);
+    less Adam's step counters, which live in host memory on a GPU. The allocator's 512-byte
+    rounding (a few hundred KB at most over a step's live tensors) is not predicted."""
+    steps = pred.terms["optimizer"].get("step 4·T", 0) // M.STEP_BYTES  # Adam's step counters: host-resident on a GPU
+    workspaces = {**C.blas_workspaces(gpu.sm[0], threads=2), **(C.host_optimizer_scalars(steps) if steps else {})}
+    layernorms = s.L * s.norms_per_layer + int(bool(s.final_norm)) + int(bool(s.embed_norm)) if s.norm == "layernorm" else 0
+    p = dtype_bytes(spec.dtype) if spec.precision == "pure" else FP32  # autocast runs layer_norm in fp32
+    stats = C.layernorm_stats(spec.batch * spec.seq, p, layernorms)
+    for moment in pred.moments:
+        pred.moments[moment] += total(workspaces) + (total(stats) if moment == "start of backward" else 0)
+    peak = max(pred.moments, key=pred.moments.get)
+    pred.cuda_terms = {**workspaces, **(stats if peak == "start of backward" and total(stats) else {})}
 
 
 def inputs_for(model: str) -> tuple:
