@@ -40,11 +40,12 @@ def model_facts(ctx: Context, name: str) -> tuple:
     return ctx.memo(("facts", name), facts)
 
 
-def corrected(spec: MemorySpec):
-    """verify.predict's terms for `spec` (dropout probabilities from the model's config)."""
+def corrected(ctx: Context, spec: MemorySpec):
+    """The corrected predictor's Prediction for `spec` as the check's backend measures it (with the
+    modelled CUDA terms where the fake backend adds them; dropout probabilities from the config)."""
     from verify.predict.memory import prediction_for
 
-    return prediction_for(spec)
+    return prediction_for(dataclasses.replace(spec, backend=ctx.backend, gpu_terms=ctx.gpu_terms))
 
 
 def cmd(ctx: Context, spec: MemorySpec) -> str:
@@ -122,7 +123,7 @@ def t1(ctx: Context):
         r = run(ctx, spec)
         x = dtype_bytes(dtype)  # the seed's x = y: bytes of the weights and gradients the step computes with
         measured = r.params_bytes + r.grads_bytes + r.optimizer_bytes
-        model_state = corrected(spec)
+        model_state = corrected(ctx, spec)
         corrected_bytes = sum(model_state.total(k) for k in ("params", "grads", "optimizer"))
         seed = total(M.t1_model_state(N, x, x))
         rows[label] = {"seed (x+y+12)N": seed, "measured": measured, "measured bytes/param": round(measured / N, 4),
@@ -182,7 +183,7 @@ def _t3_figures(ctx: Context, spec: MemorySpec) -> dict:
     out["M_act rel_error"] = rel_error(out["M_act seed"], r.activations_bytes)
     out["M_peak rel_error"] = rel_error(out["M_peak seed"], r.peak_bytes)
     if covered(s, spec) is None:
-        pr = corrected(spec)
+        pr = corrected(ctx, spec)
         out["activations corrected"] = pr.total("activations")
         out["peak corrected"] = pr.peak_bytes
     return out
@@ -240,7 +241,7 @@ def t4(ctx: Context):
     args = (s.L, s.heads, eager.batch, eager.seq, s.h, p)
     left, right = total(M.t4_left(*args)), total(M.t4_right(*args))
     re, rs = run(ctx, eager), run(ctx, sdpa)
-    corrected_eager = corrected(eager).total("activations")
+    corrected_eager = corrected(ctx, eager).total("activations")
     lower_bound_eager = re.activations_bytes >= right
     lower_bound_sdpa = rs.activations_bytes >= right
     return judge(
@@ -260,7 +261,7 @@ def t4(ctx: Context):
                   "eager rel_error (right side)": rel_error(right, re.activations_bytes),
                   "sdpa rel_error (right side)": rel_error(right, rs.activations_bytes),
                   "lower bound for eager": lower_bound_eager, "lower bound for sdpa": lower_bound_sdpa,
-                  "corrected eager": corrected_eager, "corrected sdpa": corrected(sdpa).total("activations")},
+                  "corrected eager": corrected_eager, "corrected sdpa": corrected(ctx, sdpa).total("activations")},
         backend=ctx.backend, command=cmd(ctx, eager),
     )
 
@@ -315,7 +316,7 @@ def i1(ctx: Context):
                      "neither multiple is a constant: both grow with batch and sequence"),
         corrected="verify.predict: training peak = max(start of backward: 16N + activations(B, S) + 8nV, foreach "
                   "step: 20N); generation: 4N + KV + logits",
-        corrected_value=corrected(main).peak_bytes,
+        corrected_value=corrected(ctx, main).peak_bytes,
         evidence={"model bytes (fp32)": model_bytes, "ratios": table}, backend=ctx.backend, command=cmd(ctx, main),
     )
 
