@@ -174,8 +174,8 @@ def _cli(*args):
 
 def test_cli_json_has_the_schema_and_seed_predictions():
     """`verify memory --json` prints one object with the int categories and the seed predictions
-    (T1-T4, I1, I2 from the companion generation run) with relative errors."""
-    p = _cli("tiny-llama", "--seq", "32", "--batch", "2", "--new-tokens", "3", "--json")
+    (T1-T4, I1, I2 from the companion generation run) with relative errors when --seeds asks."""
+    p = _cli("tiny-llama", "--seq", "32", "--batch", "2", "--new-tokens", "3", "--seeds", "--json")
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
     for k in ("params_bytes", "grads_bytes", "optimizer_bytes", "activations_bytes", "kv_cache_bytes", "transient_bytes", "peak_bytes"):
