@@ -453,9 +453,11 @@ def cmd_fit(args) -> int:
         peaks = {int(k): v for k, v in found["measured_peaks"].items()}
         out.update(min_gpus=n, confirmed=found["confirmed"], peak_bytes_at_max=peaks.get(n), peak_bytes_above=peaks.get(n - 1) if n else None,
                    above_is="the per-rank peak at one GPU fewer", measured_peaks=peaks)
+        out["spec"] = {**out["spec"], "world_size": None}  # the searched value: min_gpus
     else:
         field = "batch" if question == "max_batch" else "seq"
         out.update(_search(measure_at, spec, s, field, usable, sharded))
+        out["spec"] = {**out["spec"], field: None}  # the searched value: max_batch / max_seq
     if args.plot:
         out["plot"] = str(_fit_plot(out, budget, args.plot))
     if args.json:
@@ -513,10 +515,15 @@ def _search(measure_at, spec, s, field: str, usable: int, sharded: bool) -> dict
     else:
         extra = spec.new_tokens if getattr(spec, "mode", "") == "generate" else 0
         limit = (s.max_positions - extra) if s.max_positions else UNBOUNDED_SEQ
-    start = None if sharded else predicted_start(_predicted_peak(spec, field), usable, limit)
+    predicted = (lambda x: None) if sharded else _predicted_peak(spec, field)
+    start = predicted_start(predicted, usable, limit)
     b = largest_fitting(lambda x: measure_at(dataclasses.replace(spec, **{field: x})), usable, limit, start)
     d = b.as_dict()
-    return {f"max_{field}": d.pop("largest"), "field": field, "predicted_start": start, **d}
+    top = min(limit, max(4, 2 * (b.largest + 1)))  # the predictor's curve around the answer, for the plot
+    grid = sorted({max(1, round(top * i / 24)) for i in range(25)})
+    curve = {x: predicted(x) for x in grid} if start is not None else {}
+    return {f"max_{field}": d.pop("largest"), "field": field, "predicted_start": start, **d,
+            "predicted_peaks": {x: v for x, v in curve.items() if v is not None}}
 
 
 def _predicted_peak(spec, field: str):
@@ -550,7 +557,12 @@ def _fit_text(out: dict, budget) -> str:
     from verify.units import fmt_gb_gib
 
     sp = out["spec"]
-    where = f"N={sp['world_size']} {sp['strategy']} ranks, per rank" if "world_size" in sp else "one GPU"
+    if "world_size" not in sp:
+        where = "one GPU"
+    elif out["question"] == "min_gpus":
+        where = f"{sp['strategy']} ranks, per rank"
+    else:
+        where = f"N={sp['world_size']} {sp['strategy']} ranks, per rank"
     head = (f"{out['model']} {sp['mode']} {sp['dtype']} {sp['precision']}"
             + (f" {sp['optimizer']}" if sp["mode"] == "train" else "")
             + (" checkpointed" if sp.get("checkpointing") else "") + f", {where}; attention {out['attention']}")
@@ -600,7 +612,10 @@ def _fit_plot(out: dict, budget, path: str):
         points, xlabel = out["measured_peaks"], "batch B" if out["field"] == "batch" else "sequence length S"
     sp = out["spec"]
     title = f"{out['model']} {sp['mode']} {sp['dtype']} {sp['precision']} on {budget.name}"
-    return fit_plot({int(k): v for k, v in points.items()}, budget.usable_bytes, budget.total_bytes, xlabel, title, path)
+    predicted = out.get("predicted_peaks") or {}
+    label = "corrected predictor" if sp["mode"] == "train" else "exact weights + KV cache (lower bound)"
+    return fit_plot({int(k): v for k, v in points.items()}, budget.usable_bytes, budget.total_bytes, xlabel, title, path,
+                    predicted={int(k): v for k, v in predicted.items()}, predicted_label=label)
 
 
 # --- claims and report ----------------------------------------------------------------------

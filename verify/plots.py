@@ -139,11 +139,19 @@ def plot_per_gpu_memory(rows: list[dict], path: Path | str, gpu_sizes_gb=(), tit
     return _save(plt, fig, path, dpi=120)
 
 
-def fit_plot(points: dict[int, int], usable_bytes: int, total_bytes: int, xlabel: str, title: str, path: Path | str) -> Path:
+def fit_plot(points: dict[int, int], usable_bytes: int, total_bytes: int, xlabel: str, title: str, path: Path | str,
+             predicted: dict[int, int] | None = None, predicted_label: str = "predicted") -> Path:
     """`fit`: the measured peak (GB) at each value the search ran, fitting points filled and the
-    others hollow, with the GPU's usable bytes (solid) and its total (dotted) as lines."""
+    others hollow, with the GPU's usable bytes (solid) and its total (dotted) as lines, and the
+    prediction that started the search (dashed, not measured) where there is one."""
+    import matplotlib.ticker
+
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    if predicted:
+        px = sorted(predicted)
+        ax.plot(px, [predicted[x] / 1e9 for x in px], "--", color="grey", lw=1, label=f"{predicted_label} (not measured)")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     xs = sorted(points)
     ax.plot(xs, [points[x] / 1e9 for x in xs], "-", color="C0", lw=0.8, alpha=0.6)
     fit = [x for x in xs if points[x] <= usable_bytes]
