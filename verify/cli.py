@@ -20,6 +20,7 @@ class UsageError(Exception):
 # checkpoint in its own dtype (from_pretrained's dtype="auto": bf16 for Llama 3), and Trainer with
 # bf16=True then steps those bf16 weights, so gradients and AdamW state are bf16 too.
 DEFAULT_PRECISION = "pure"
+DEFAULT_SEQ = 2048  # the sequence length of memory and shard, and of fit when --seq is not given
 
 
 def _model(name: str, allow_download: bool = False):
@@ -467,9 +468,6 @@ def cmd_fit(args) -> int:
     return 0
 
 
-DEFAULT_SEQ = 2048  # the sequence length `fit` assumes when --seq is not given
-
-
 def _single_fit(args, s, config, batch: int, seq: int):
     """(spec -> measured peak, the spec at B and S, attention) of one GPU."""
     from verify.measure.memory import validate
@@ -508,14 +506,14 @@ def _search(measure_at, spec, s, field: str, usable: int, sharded: bool) -> dict
     started where the corrected predictor says (single-GPU training it covers)."""
     import dataclasses
 
-    from verify.predict.fit import largest_fitting, predicted_start
+    from verify.predict.fit import largest_fitting, predicted_peak, predicted_start
 
     if field == "batch":
         limit = MAX_BATCH
     else:
         extra = spec.new_tokens if getattr(spec, "mode", "") == "generate" else 0
         limit = (s.max_positions - extra) if s.max_positions else UNBOUNDED_SEQ
-    predicted = (lambda x: None) if sharded else _predicted_peak(spec, field)
+    predicted = (lambda x: None) if sharded else predicted_peak(spec, field)
     start = predicted_start(predicted, usable, limit)
     b = largest_fitting(lambda x: measure_at(dataclasses.replace(spec, **{field: x})), usable, limit, start)
     d = b.as_dict()
@@ -524,33 +522,6 @@ def _search(measure_at, spec, s, field: str, usable: int, sharded: bool) -> dict
     curve = {x: predicted(x) for x in grid} if start is not None else {}
     return {f"max_{field}": d.pop("largest"), "field": field, "predicted_start": start, **d,
             "predicted_peaks": {x: v for x, v in curve.items() if v is not None}}
-
-
-def _predicted_peak(spec, field: str):
-    """x -> where the corrected predictor puts the peak of `spec` with `field` = x: its peak where
-    it derives one (training), else for generation its exact persistent terms (weights, buffers,
-    KV cache: a lower bound of the peak, so the search starts at or above the answer); None where
-    it covers neither."""
-    import dataclasses
-
-    from verify.predict.memory import inputs_for, predict
-
-    try:
-        s, T, dropout = inputs_for(spec.model)
-        if s.family is None:
-            return lambda x: None
-    except (ValueError, AttributeError, KeyError):
-        return lambda x: None
-
-    def peak(x: int) -> int | None:
-        pred = predict(s, dataclasses.replace(spec, **{field: x}), T, dropout)
-        if pred.peak_bytes is not None:
-            return pred.peak_bytes
-        if spec.mode == "generate":
-            return sum(pred.total(k) for k in ("params", "buffers", "kv_cache"))
-        return None
-
-    return peak
 
 
 def _fit_text(out: dict, budget) -> str:

@@ -12,11 +12,13 @@ runs, not a wrong answer. Assumed, not checked: the peak does not fall as the ba
 sequence grows (more tokens never free memory), so one fitting value and one failing value above
 it bracket the boundary.
 
-Pure control flow on the caller's figures; nothing here builds a module or runs a step.
+Nothing here runs a step: the runs come from the caller. `predicted_peak` reads the corrected
+predictor (pure arithmetic on the config, after one meta build for the parameter tensors).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -120,3 +122,28 @@ def predicted_start(predicted_peak: Callable[[int], int | None], usable: int, li
             return None
         a, b = (m, b) if p <= usable else (a, m)
     return a
+
+
+def predicted_peak(spec, field: str):
+    """x -> where the corrected predictor puts the peak of `spec` with `field` = x: its peak where
+    it derives one (training), else for generation its exact persistent terms (weights, buffers,
+    KV cache: a lower bound of the peak, so the search starts at or above the answer); None where
+    it covers neither."""
+    from verify.predict.memory import inputs_for, predict
+
+    try:
+        s, T, dropout = inputs_for(spec.model)
+        if s.family is None:
+            return lambda x: None
+    except (ValueError, AttributeError, KeyError):
+        return lambda x: None
+
+    def peak(x: int) -> int | None:
+        pred = predict(s, dataclasses.replace(spec, **{field: x}), T, dropout)
+        if pred.peak_bytes is not None:
+            return pred.peak_bytes
+        if spec.mode == "generate":
+            return sum(pred.total(k) for k in ("params", "buffers", "kv_cache"))
+        return None
+
+    return peak
