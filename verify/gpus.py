@@ -45,7 +45,7 @@ ALLOCATOR_MARGIN_FRACTION = 0.02
 
 MODAL_TABLE = ("modal-labs/modal-client#2797 (nvidia-smi totals of Modal's GPUs, 2025-01) and "
                "thundergolfer.com/blog/nvidia-gpu-memory-capacity")
-LENT_MACHINE = "this project's lent device machine (.library/device/KINDS.md)"
+LENT_MACHINE = "nvidia-smi on a machine lent to this project (2026-11)"
 
 
 @dataclass(frozen=True)
