@@ -74,7 +74,8 @@ def test_a_config_without_a_causal_lm_class_is_one_line_and_exit_2(tmp_path, cap
 
 def test_python_dash_m_verify_runs_as_a_program():
     """`python -m verify params tiny-gpt2 --json` works from a shell and exits 0."""
-    r = subprocess.run([sys.executable, "-m", "verify", "params", "tiny-gpt2", "--json"], capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-m", "verify", "params", "tiny-gpt2", "--json"], capture_output=True, text=True, timeout=300,
+                       cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["total"] > 0
 

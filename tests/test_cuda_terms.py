@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import subprocess
+from pathlib import Path
 import sys
 
 import pytest
@@ -154,8 +155,8 @@ def test_embedding_backward_scratch_is_a_peak_candidate_inside_the_op():
 
 def test_memory_json_has_the_trace_the_terms_and_the_peak():
     """`verify memory tiny-llama --seq 32 --json` prints traced_peak_bytes, cuda_terms and peak_bytes."""
-    p = subprocess.run([sys.executable, "-m", "verify", "memory", "tiny-llama", "--seq", "32", "--json", "--no-companion"],
-                       capture_output=True, text=True, timeout=120)
+    p = subprocess.run([sys.executable, "-m", "verify", "memory", "tiny-llama", "--seq", "32", "--json"],
+                       capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parent.parent)
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
     assert out["peak_bytes"] == out["traced_peak_bytes"] + sum(out["cuda_terms"].values())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 import sys
 from functools import lru_cache
 
@@ -176,7 +177,8 @@ def test_families_and_formulas_import_no_torch():
     """verify/families and verify/formulas are pure: importing them loads neither torch nor transformers."""
     code = ("import sys, verify.families, verify.formulas.params, verify.formulas.memory, verify.predict; "
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, sorted(sys.modules)")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       cwd=Path(__file__).resolve().parent.parent)
     assert r.returncode == 0, r.stderr
 
 

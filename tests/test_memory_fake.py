@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 import sys
 
 import pytest
@@ -169,13 +170,14 @@ def test_architectures_the_tracer_cannot_run_raise_trace_error():
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "verify", "memory", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "verify", "memory", *args], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parent.parent)
 
 
 def test_cli_json_has_the_schema_and_seed_predictions():
     """`verify memory --json` prints one object with the int categories and the seed predictions
-    (T1-T4, I1, I2 from the companion generation run) with relative errors."""
-    p = _cli("tiny-llama", "--seq", "32", "--batch", "2", "--new-tokens", "3", "--json")
+    (T1-T4, I1, I2 from the companion generation run) with relative errors when --seeds asks."""
+    p = _cli("tiny-llama", "--seq", "32", "--batch", "2", "--new-tokens", "3", "--seeds", "--json")
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
     for k in ("params_bytes", "grads_bytes", "optimizer_bytes", "activations_bytes", "kv_cache_bytes", "transient_bytes", "peak_bytes"):

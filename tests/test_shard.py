@@ -111,13 +111,16 @@ def test_the_t6_rule_and_deepspeed_estimators_give_the_published_figures():
 
 
 def test_shard_json_reports_per_rank_bytes(capsys):
-    """`shard MODEL --world-size N --json` prints the spec and the per-rank categories as ints."""
-    assert main(["shard", "tiny-qwen2", "--world-size", "4", "--strategy", "zero2", "--seq", "16", "--json"]) == 0
+    """`shard MODEL --world-size N --gpu NAME --json` prints the spec, the per-rank categories as
+    ints, and the verdict against the card's usable bytes (verify/gpus.py)."""
+    from verify.gpus import lookup
+
+    assert main(["shard", "tiny-qwen2", "--world-size", "4", "--strategy", "zero2", "--seq", "16", "--gpu", "H100-SXM", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["spec"]["world_size"] == 4 and out["spec"]["strategy"] == "zero2"
     for k in ("params_bytes", "grads_bytes", "optimizer_bytes", "activations_bytes", "peak_bytes"):
         assert isinstance(out["per_rank"][k], int)
-    assert out["fits"] is True and out["gpu_bytes"] == 80 * 10**9
+    assert out["fits"] is True and out["usable_bytes"] == lookup("H100-SXM").budget().usable_bytes
 
 
 def test_shard_min_n_finds_the_smallest_fitting_world_size_by_measuring(capsys):
@@ -125,25 +128,28 @@ def test_shard_min_n_finds_the_smallest_fitting_world_size_by_measuring(capsys):
     measured peak fits while N - 1's does not."""
     one = measure_shard(ShardSpec(model="tiny-llama", world_size=1, strategy="zero3", seq=32))["per_rank"]["peak_bytes"]
     eight = measure_shard(ShardSpec(model="tiny-llama", world_size=8, strategy="zero3", seq=32))["per_rank"]["peak_bytes"]
-    gpu_gb = (one + eight) / 2 / 1e9
-    assert main(["shard", "tiny-llama", "--world-size", "4", "--strategy", "zero3", "--seq", "32",
-                 "--gpu-gb", repr(gpu_gb), "--min-n", "--json"]) == 0
+    gpu_gib = (one + eight) / 2 / 2**30
+    assert main(["shard", "tiny-llama", "--world-size", "4", "--strategy", "zero3", "--seq", "32", "--precision", "mixed",
+                 "--gpu-gib", repr(gpu_gib), "--min-n", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     n, peaks = out["min_world_size"], {int(k): v for k, v in out["measured_peaks"].items()}
     assert out["confirmed"] and 1 < n <= 8
-    assert peaks[n] <= gpu_gb * 1e9 < peaks[n - 1]
+    assert peaks[n] <= int(gpu_gib * 2**30) < peaks[n - 1]
 
 
 @pytest.mark.parametrize("argv,needle", [
     (["--world-size", "0"], "world size must be a positive integer"),
     (["--world-size", "-3"], "world size must be a positive integer"),
     (["--world-size", "2", "--strategy", "zero9"], "strategy 'zero9' is not one of ddp, fsdp, zero2, zero3"),
-    (["--world-size", "2", "--gpu-gb", "0"], "GPU size must be a positive number of GB"),
-    (["--world-size", "2", "--gpu-gb", "-24"], "GPU size must be a positive number of GB"),
-    (["--world-size", "2", "--mode", "serve"], "mode 'serve' is not one of train, infer"),
+    (["--world-size", "2", "--gpu-gib", "0"], "--gpu-gib must be a positive number of GiB"),
+    (["--world-size", "2", "--gpu-gib", "-24"], "--gpu-gib must be a positive number of GiB"),
+    (["--world-size", "2", "--gpu", "H1OO"], "unknown GPU 'H1OO'"),
+    (["--world-size", "2", "--min-n"], "say which GPU"),
+    (["--world-size", "2", "--mode", "serve"], "mode 'serve' is not one of train, generate"),
 ])
 def test_shard_bad_input_prints_one_line_and_exits_2(capsys, argv, needle):
-    """World size <= 0, an unknown strategy or mode, a GPU size <= 0: one line on stderr, status 2."""
+    """World size <= 0, an unknown strategy, mode or GPU, a GPU size <= 0, --min-n without a GPU:
+    one line on stderr, status 2."""
     assert main(["shard", "tiny-llama", *argv]) == 2
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1

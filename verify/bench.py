@@ -5,6 +5,8 @@
   so import caches do not flatter either side.
 - fake: the fake-tensor training step of LLaMA-7B (<= 20 s, <= 2 GB host memory) and Llama-2-70B
   (< 3 min), from verify.bench_fake.
+- fit: `python -m verify fit llama-7b --gpu H100-SXM --seq 2048`, the largest batch, answered in well
+  under a minute (target < 60 s wall clock, the interpreter's start included), in a fresh process.
 """
 
 from __future__ import annotations
@@ -60,6 +62,19 @@ def bench_params(repeats: int = 3) -> dict:
     }
 
 
+FIT_7B = ("llama-7b", "--gpu", "H100-SXM", "--seq", "2048")
+FIT_TARGET_S = 60
+
+
+def bench_fit(argv=FIT_7B) -> dict:
+    """Wall-clock seconds of `python -m verify fit ... --json` in a fresh interpreter, and its answer."""
+    import time
+
+    t = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "verify", "fit", *argv, "--json"], capture_output=True, text=True, check=True)
+    return {"seconds": time.perf_counter() - t, "argv": argv, **json.loads(r.stdout)}
+
+
 def main() -> int:
     from verify.units import fmt_bytes
 
@@ -81,6 +96,13 @@ def main() -> int:
               f"build {r['build_s']:.1f} s, trace {r['trace_s']:.1f} s, total {r['total_s']:.1f} s; host peak RSS "
               f"{fmt_bytes(r['host_peak_rss_bytes'], 'GB')}; measured device peak {fmt_bytes(r['peak_bytes'], 'GB')} "
               f"(target {targets.get(r['model'], '-')}: {'MET' if met else 'MISSED'})")
+    f = bench_fit()
+    print()
+    print("fit: python -m verify fit " + " ".join(f["argv"]) + " (fresh interpreter, wall clock)")
+    print(f"  largest batch {f['max_batch']}: peak {fmt_bytes(f['peak_bytes_at_max'], 'GB')} at it, "
+          f"{fmt_bytes(f['peak_bytes_above'], 'GB')} at one more, usable {fmt_bytes(f['usable_bytes'], 'GB')}; "
+          f"{f['runs']} fake-tensor runs in {f['seconds']:.1f} s (target < {FIT_TARGET_S} s: "
+          f"{'MET' if f['seconds'] < FIT_TARGET_S else 'MISSED'})")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""`python -m verify COMMAND ...`: params, memory, shard, claims, report.
+"""`python -m verify COMMAND ...`: params, memory, fit, shard, claims, report, external.
 
 Bad input exits with status 2 and one line on stderr naming what is wrong and what would work.
 """
@@ -16,11 +16,18 @@ class UsageError(Exception):
     """Input the tool cannot use; printed as one line, exit status 2."""
 
 
-def _model(name: str):
+# The one precision default of memory, shard and fit (README, "Defaults"): transformers 5 loads a
+# checkpoint in its own dtype (from_pretrained's dtype="auto": bf16 for Llama 3), and Trainer with
+# bf16=True then steps those bf16 weights, so gradients and AdamW state are bf16 too.
+DEFAULT_PRECISION = "pure"
+DEFAULT_SEQ = 2048  # the sequence length of memory and shard, and of fit when --seq is not given
+
+
+def _model(name: str, allow_download: bool = False):
     from verify.configs import ConfigError, load_config, shape
 
     try:
-        config = load_config(name)
+        config = load_config(name, allow_download)
     except ConfigError as e:
         raise UsageError(str(e)) from None
     return config, shape(config)
@@ -29,7 +36,7 @@ def _model(name: str):
 # --- params ---------------------------------------------------------------------------------
 
 
-def params_report(name: str) -> dict:
+def params_report(name: str, allow_download: bool = False) -> dict:
     """Count MODEL on the meta device and put the seed formulas beside the count (for a family the
     registry does not cover: the count alone, and a note saying so)."""
     from verify.build import build
@@ -37,7 +44,7 @@ def params_report(name: str) -> dict:
     from verify.formulas import params as F
     from verify.measure.params import count
 
-    config, s = _model(name)
+    config, s = _model(name, allow_download)
     try:
         pc = count(build(config, device="meta"))
     except ValueError as e:
@@ -84,7 +91,7 @@ def params_report(name: str) -> dict:
 def cmd_params(args) -> int:
     from tabulate import tabulate
 
-    r = params_report(args.model)
+    r = params_report(args.model, args.allow_download)
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
@@ -119,6 +126,130 @@ def cmd_params(args) -> int:
     return 0
 
 
+# --- GPUs, settings and progress shared by memory, shard and fit ----------------------------
+
+
+def _budget(args, required: bool = False):
+    """The memory budget `--gpu NAME` or `--gpu-gib G` names (verify.gpus), None if neither."""
+    import math
+
+    from verify import gpus
+
+    if getattr(args, "gpu_gb", None) is not None:
+        raise UsageError("--gpu-gb is gone (it counted 10^9 bytes, while a card's total is binary: an \"80 GB\" H100 "
+                         "has 81,559 MiB); use --gpu NAME (" + ", ".join(gpus.names()) + ") or --gpu-gib G")
+    if args.gpu is not None and args.gpu_gib is not None:
+        raise UsageError(f"give --gpu or --gpu-gib, not both (got --gpu {args.gpu} and --gpu-gib {args.gpu_gib:g})")
+    if args.gpu_gib is not None:
+        if not (args.gpu_gib > 0 and math.isfinite(args.gpu_gib)):
+            raise UsageError(f"--gpu-gib must be a positive number of GiB, got {args.gpu_gib:g}")
+        return gpus.custom(args.gpu_gib)
+    if args.gpu is not None:
+        try:
+            return gpus.lookup(args.gpu).budget()
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    if required:
+        raise UsageError("say which GPU: --gpu NAME (" + ", ".join(gpus.names()) + ") or --gpu-gib G")
+    return None
+
+
+def _budget_line(b) -> str:
+    from verify.units import fmt_bytes, fmt_gb_gib
+
+    if not b.context_bytes and not b.margin_bytes:
+        return f"{b.name}: usable {fmt_gb_gib(b.usable_bytes)} ({b.total_is})"
+    return (f"{b.name}: usable {fmt_gb_gib(b.usable_bytes)} = {fmt_bytes(b.total_bytes)} total ({b.total_is}) "
+            f"− {fmt_bytes(b.context_bytes)} CUDA context − {fmt_bytes(b.margin_bytes)} allocator margin (verify/gpus.py)")
+
+
+def _verdict(peak: int, usable: int) -> str:
+    from verify.units import fmt_bytes
+
+    return (f"fits, headroom {fmt_bytes(usable - peak)}" if peak <= usable else
+            f"does not fit, over by {fmt_bytes(peak - usable)}")
+
+
+def _say(text: str, end: str = "\n") -> None:
+    print(text, end=end, file=sys.stderr, flush=True)
+
+
+def _progress_tracker(label: str):
+    """A Tracker (verify.measure.tracker) that reports each step of the traced run on stderr as it
+    starts: the measurement itself returns data; this callback is the command's."""
+    from verify.measure.tracker import Tracker
+
+    class StepReporter(Tracker):
+        steps = 0
+
+        def mark(self, phase: str) -> None:
+            if phase == "forward":
+                self.steps += 1
+                _say(f" step {self.steps}/2", end="")
+            elif phase in ("prefill", "decode"):
+                _say(f" {phase}", end="")
+            super().mark(phase)
+
+    _say(f"tracing {label}:", end="")
+    return StepReporter()
+
+
+def _trace(spec, quiet: bool = False):
+    """Measure the MemorySpec `spec` (fake tensors, or the GPU for backend cuda), reporting on stderr."""
+    import time
+
+    import torch
+
+    label = f"{spec.model} {spec.mode} B={spec.batch} S={spec.seq}"
+    t0 = time.perf_counter()
+    try:
+        if spec.backend == "cuda":
+            from verify.measure.cuda import measure
+
+            result = measure(spec)
+        else:
+            from verify.measure.fake import run
+
+            result = run(spec, device="fake", tracker=None if quiet else _progress_tracker(label))
+    except torch.OutOfMemoryError:
+        raise UsageError(f"{spec.model}: {spec.mode} with batch {spec.batch}, seq {spec.seq} does not fit on this GPU "
+                         "(out of memory); try --backend fake") from None
+    except (ValueError, RuntimeError) as e:  # TraceError, or a model transformers cannot build this way
+        if not quiet and spec.backend != "cuda":
+            _say("")
+        raise UsageError(str(e).splitlines()[0]) from None
+    if not quiet and spec.backend != "cuda":
+        _say(f" -> peak {result.peak_bytes / 1e9:.3f} GB ({time.perf_counter() - t0:.1f} s)")
+    return result
+
+
+def _memory_spec(args, **overrides):
+    """The MemorySpec the setting flags describe (memory and fit take the same ones)."""
+    from verify.measure.memory import MemorySpec
+
+    fields = dict(model=args.model, mode=args.mode, backend=getattr(args, "backend", "fake"), dtype=args.dtype,
+                  precision=args.precision, optimizer=args.optimizer, batch=args.batch, seq=args.seq,
+                  new_tokens=args.new_tokens, attn=args.attn, checkpointing=args.checkpointing, loss=args.loss,
+                  gpu_terms=args.gpu_terms)
+    return MemorySpec(**{**fields, **overrides})
+
+
+def _with_attention(spec, config):
+    """`spec` with the attention implementation that will run filled in (transformers' choice when
+    --attn was not given), and how it was chosen."""
+    import dataclasses
+
+    from verify.measure.memory import attention_used
+
+    if spec.attn is not None:
+        return spec, f"{spec.attn} (--attn)"
+    try:
+        attn = attention_used(spec, config)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return dataclasses.replace(spec, attn=attn), f"{attn} (transformers' choice for {config.model_type})"
+
+
 # --- memory ---------------------------------------------------------------------------------
 
 
@@ -145,93 +276,119 @@ def corrected_prediction(spec, result) -> dict:
 
 
 def cmd_memory(args) -> int:
-    import dataclasses
+    from verify.measure.memory import validate
+    from verify.units import fmt_gb_gib
 
-    from verify.claims.memory import seed_predictions
-    from verify.measure.memory import MemorySpec, validate
-
-    _, s = _model(args.model)
-    spec = MemorySpec(
-        model=args.model, mode=args.mode, backend=args.backend, dtype=args.dtype, precision=args.precision,
-        optimizer=args.optimizer, batch=args.batch, seq=args.seq, new_tokens=args.new_tokens, attn=args.attn,
-        checkpointing=args.checkpointing, loss=args.loss, gpu_terms=args.gpu_terms,
-    )
+    budget = _budget(args)
+    config, s = _model(args.model, args.allow_download)
+    spec = _memory_spec(args)
     try:
         validate(spec, s)
     except ValueError as e:
         raise UsageError(str(e)) from None
     if spec.backend == "cuda":
-        from verify.measure.cuda import measure, require_cuda
+        from verify.measure.cuda import require_cuda
 
         try:
             require_cuda()
         except ValueError as e:
             raise UsageError(str(e)) from None
-    else:
-        from verify.measure.fake import measure
-    # I2 compares generation with training: the other mode, same model, dtype, batch and prompt
+    spec, attention = _with_attention(spec, config)
+    result = _trace(spec, quiet=args.json)
+    out = {**result.as_dict(), "attention": attention}
+    if budget is not None:
+        out["gpu"] = {**budget.as_dict(), "fits": result.peak_bytes <= budget.usable_bytes,
+                      "headroom_bytes": budget.usable_bytes - result.peak_bytes}
+    if args.seeds:
+        out.update(_seed_figures(spec, s, result, quiet=args.json))
+    if args.json:
+        print(json.dumps(out, indent=2, default=str))
+        return 0
+    from verify.report import memory_table
+
+    print(memory_table(out))
+    print()
+    print(f"attention: {attention}")
+    if budget is not None:
+        print(_budget_line(budget))
+        print(f"peak {fmt_gb_gib(result.peak_bytes)} on {budget.name}: {_verdict(result.peak_bytes, budget.usable_bytes)}")
+    return 0
+
+
+def _seed_figures(spec, s, result, quiet: bool) -> dict:
+    """--seeds: the seed formulas' predictions (claims T1-T4, I1, I2) and the corrected predictor
+    beside the run; I2 compares with a companion run of the other mode (same model, dtype, batch
+    and prompt), traced here."""
+    import dataclasses
+
+    from verify.claims.memory import seed_predictions
+
     other = dataclasses.replace(spec, mode="generate" if spec.mode == "train" else "train", precision="pure",
                                 checkpointing=False)
-    import torch
-
     try:
-        result = measure(spec)
-    except torch.OutOfMemoryError:
-        raise UsageError(f"{spec.model}: {spec.mode} with batch {spec.batch}, seq {spec.seq} does not fit on this GPU "
-                         "(out of memory); try --backend fake") from None
-    except (ValueError, RuntimeError) as e:  # TraceError, or a model transformers cannot build this way
-        raise UsageError(str(e).splitlines()[0]) from None
-    try:
-        companion = measure(other) if args.companion else None
-    except (ValueError, RuntimeError):  # the other mode may not run here (OOM on a GPU, a mode the model lacks)
+        companion = _trace(other, quiet=quiet)
+    except UsageError:  # the other mode may not run here (OOM on a GPU, a mode the model lacks)
         companion = None
     if s.family is None:  # no closed form: no N for the seeds' formulas, no predictor
         from verify.families import not_in_registry
 
-        out = {**result.as_dict(), "family": None, "note": not_in_registry(s.model_type), "predictions": {},
+        out = {"family": None, "note": not_in_registry(s.model_type), "predictions": {},
                "corrected": {"not_covered": not_in_registry(s.model_type)}}
     else:
-        out = {**result.as_dict(), "predictions": seed_predictions(s, spec, result, companion),
-               "corrected": corrected_prediction(spec, result)}
+        out = {"predictions": seed_predictions(s, spec, result, companion), "corrected": corrected_prediction(spec, result)}
     if companion is not None:
         out["companion"] = {k: v for k, v in companion.as_dict().items() if k.endswith("_bytes") or k == "spec"}
-    if args.json:
-        print(json.dumps(out, indent=2, default=str))
-    else:
-        from verify.report import memory_table
-
-        print(memory_table(out))
-    return 0
+    return out
 
 
 # --- shard ----------------------------------------------------------------------------------
 
 
+def _shard_mode(mode: str) -> str:
+    """The CLI's mode name -> ShardSpec's: generate (the prefill of the prompt) is ShardSpec's
+    "infer"; `--mode infer` still works and says so."""
+    if mode == "infer":
+        _say("note: --mode infer is now --mode generate (the same run: the prefill of a --seq token prompt)")
+    return "infer" if mode in ("generate", "infer") else mode
+
+
+def _measure_shard(spec, quiet: bool = False) -> dict:
+    import time
+
+    from verify.measure.shard import measure_shard
+
+    t0 = time.perf_counter()
+    if not quiet:
+        _say(f"tracing {spec.model} {spec.strategy} N={spec.world_size} B={spec.batch} S={spec.seq} on a fake process group ...", end="")
+    r = measure_shard(spec)
+    if not quiet:
+        _say(f" -> per-rank peak {r['per_rank']['peak_bytes'] / 1e9:.3f} GB ({time.perf_counter() - t0:.1f} s)")
+    return r
+
+
 def cmd_shard(args) -> int:
-    import math
-
-    from verify.measure.shard import ShardSpec, measure_shard, validate_shard
+    from verify.measure.shard import ShardSpec, validate_shard
     from verify.predict.shard import min_world_size
-    from verify.units import GB
 
-    _, s = _model(args.model)
+    budget = _budget(args, required=args.min_n)
+    _, s = _model(args.model, args.allow_download)
     spec = ShardSpec(
-        model=args.model, world_size=args.world_size, strategy=args.strategy, mode=args.mode, dtype=args.dtype,
+        model=args.model, world_size=args.world_size, strategy=args.strategy, mode=_shard_mode(args.mode), dtype=args.dtype,
         precision=args.precision, optimizer=args.optimizer, batch=args.batch, seq=args.seq, checkpointing=args.checkpointing,
     )
-    if not (args.gpu_gb > 0 and math.isfinite(args.gpu_gb)):
-        raise UsageError(f"GPU size must be a positive number of GB, got {args.gpu_gb:g}")
     try:
         validate_shard(spec, s)
     except ValueError as e:
-        raise UsageError(str(e)) from None
-    gpu_bytes = int(args.gpu_gb * GB)
+        raise UsageError(str(e).replace("infer", "generate")) from None
     if args.min_n:
-        result = min_world_size(spec, gpu_bytes, measure_shard, reference_n=spec.world_size)
+        result = min_world_size(spec, budget.usable_bytes, lambda sp: _measure_shard(sp, args.json), reference_n=spec.world_size)
+        result["gpu"] = budget.as_dict()
     else:
-        result = measure_shard(spec)
-        peak = result["per_rank"]["peak_bytes"]
-        result.update(gpu_bytes=gpu_bytes, fits=peak <= gpu_bytes, headroom_bytes=gpu_bytes - peak)
+        result = _measure_shard(spec, args.json)
+        if budget is not None:
+            peak = result["per_rank"]["peak_bytes"]
+            result.update(gpu=budget.name, usable_bytes=budget.usable_bytes, fits=peak <= budget.usable_bytes,
+                          headroom_bytes=budget.usable_bytes - peak)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     elif args.min_n:
@@ -239,15 +396,198 @@ def cmd_shard(args) -> int:
 
         n = result["min_world_size"]
         how = "measured at N and N-1" if result["confirmed"] else "from the run at N=%d, not confirmed" % result["reference_n"]
-        print(f"{args.model}: smallest world size whose per-rank peak fits {args.gpu_gb:g} GB: "
+        print(_budget_line(budget))
+        print(f"{args.model}: smallest world size whose per-rank peak fits {budget.name}: "
               + (f"{n} ({how})" if n else "none up to 1024"))
         for k, v in sorted(result["measured_peaks"].items()):
-            print(f"  N={k}: measured per-rank peak {fmt_bytes(v)}")
+            print(f"  N={k}: measured per-rank peak {fmt_bytes(v)}: {_verdict(v, budget.usable_bytes)}")
     else:
         from verify.report import shard_table
 
         print(shard_table(result))
+        if budget is not None:
+            print(_budget_line(budget))
     return 0
+
+
+# --- fit ------------------------------------------------------------------------------------
+
+MAX_BATCH = 1 << 16  # the largest batch `fit` searches
+UNBOUNDED_SEQ = 1 << 20  # the longest sequence `fit` searches for a model without a position limit (ALiBi)
+
+
+def _fit_question(args) -> str:
+    """What `fit` answers: max_batch, max_seq, min_gpus, or fits (both B and S given)."""
+    if args.strategy is not None and args.world_size is None:
+        return "min_gpus"
+    if args.batch is not None and args.seq is not None:
+        return "fits"
+    return "max_seq" if args.batch is not None else "max_batch"
+
+
+def cmd_fit(args) -> int:
+    import dataclasses
+
+    budget = _budget(args, required=True)
+    config, s = _model(args.model, args.allow_download)
+    question = _fit_question(args)
+    sharded = args.strategy is not None or args.world_size is not None
+    # the searched value starts at 1 for validation; the search sets it run by run
+    batch = args.batch if args.batch is not None else 1
+    seq = args.seq if args.seq is not None else (1 if question == "max_seq" else DEFAULT_SEQ)
+    if sharded:
+        measure_full, spec, attention = _sharded_fit(args, s, batch, seq)
+        def measure_at(sp):
+            return measure_full(sp)["per_rank"]["peak_bytes"]
+    else:
+        measure_at, spec, attention = _single_fit(args, s, config, batch, seq)
+    out = {"model": args.model, "question": question, "spec": spec.as_dict(), "attention": attention, "gpu": budget.as_dict(),
+           "usable_bytes": budget.usable_bytes}
+    usable = budget.usable_bytes
+    if question == "fits":
+        peak = measure_at(spec)
+        out.update(fits=peak <= usable, peak_bytes=peak, headroom_bytes=usable - peak)
+    elif question == "min_gpus":
+        from verify.predict.shard import min_world_size
+
+        found = min_world_size(dataclasses.replace(spec, world_size=2), usable, measure_full)
+        n = found["min_world_size"]
+        peaks = {int(k): v for k, v in found["measured_peaks"].items()}
+        out.update(min_gpus=n, confirmed=found["confirmed"], peak_bytes_at_max=peaks.get(n), peak_bytes_above=peaks.get(n - 1) if n else None,
+                   above_is="the per-rank peak at one GPU fewer", measured_peaks=peaks)
+        out["spec"] = {**out["spec"], "world_size": None}  # the searched value: min_gpus
+    else:
+        field = "batch" if question == "max_batch" else "seq"
+        out.update(_search(measure_at, spec, s, field, usable, sharded))
+        out["spec"] = {**out["spec"], field: None}  # the searched value: max_batch / max_seq
+    if args.plot:
+        out["plot"] = str(_fit_plot(out, budget, args.plot))
+    if args.json:
+        print(json.dumps(out, indent=2, default=str))
+    else:
+        print(_fit_text(out, budget))
+    return 0
+
+
+def _single_fit(args, s, config, batch: int, seq: int):
+    """(spec -> measured peak, the spec at B and S, attention) of one GPU."""
+    from verify.measure.memory import validate
+
+    if args.mode not in ("train", "generate"):
+        raise UsageError(f"mode {args.mode!r}: fit answers for train or generate")
+    spec = _memory_spec(args, backend="fake", batch=batch, seq=seq)
+    try:
+        validate(spec, s)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    spec, attention = _with_attention(spec, config)
+    return (lambda sp: _trace(sp, quiet=args.json).peak_bytes), spec, attention
+
+
+def _sharded_fit(args, s, batch: int, seq: int):
+    """(ShardSpec -> measure_shard result, the ShardSpec at B and S, attention) under --strategy."""
+    from verify.measure.shard import ShardSpec, validate_shard
+
+    if args.attn is not None or args.loss != "ce" or args.new_tokens != 16:
+        raise UsageError("--attn, --loss and --new-tokens are not settings of a sharded run (--world-size/--strategy): "
+                         "it runs transformers' default attention, the model's cross-entropy, and the prefill alone")
+    spec = ShardSpec(model=args.model, world_size=args.world_size or 1, strategy=args.strategy or "fsdp",
+                     mode=_shard_mode(args.mode), dtype=args.dtype, precision=args.precision, optimizer=args.optimizer,
+                     batch=batch, seq=seq, checkpointing=args.checkpointing)
+    try:
+        validate_shard(spec, s)
+    except ValueError as e:
+        raise UsageError(str(e).replace("infer", "generate")) from None
+
+    return (lambda sp: _measure_shard(sp, quiet=args.json)), spec, "transformers' default for the architecture (sharded runs)"
+
+
+def _search(measure_at, spec, s, field: str, usable: int, sharded: bool) -> dict:
+    """The largest batch or seq that fits, measured at it and one above (verify.predict.fit),
+    started where the corrected predictor says (single-GPU training it covers)."""
+    import dataclasses
+
+    from verify.predict.fit import largest_fitting, predicted_peak, predicted_start
+
+    if field == "batch":
+        limit = MAX_BATCH
+    else:
+        extra = spec.new_tokens if getattr(spec, "mode", "") == "generate" else 0
+        limit = (s.max_positions - extra) if s.max_positions else UNBOUNDED_SEQ
+    predicted = (lambda x: None) if sharded else predicted_peak(spec, field)
+    start = predicted_start(predicted, usable, limit)
+    b = largest_fitting(lambda x: measure_at(dataclasses.replace(spec, **{field: x})), usable, limit, start)
+    d = b.as_dict()
+    top = min(limit, max(4, 2 * (b.largest + 1)))  # the predictor's curve around the answer, for the plot
+    grid = sorted({max(1, round(top * i / 24)) for i in range(25)})
+    curve = {x: predicted(x) for x in grid} if start is not None else {}
+    return {f"max_{field}": d.pop("largest"), "field": field, "predicted_start": start, **d,
+            "predicted_peaks": {x: v for x, v in curve.items() if v is not None}}
+
+
+def _fit_text(out: dict, budget) -> str:
+    from verify.units import fmt_gb_gib
+
+    sp = out["spec"]
+    if "world_size" not in sp:
+        where = "one GPU"
+    elif out["question"] == "min_gpus":
+        where = f"{sp['strategy']} ranks, per rank"
+    else:
+        where = f"N={sp['world_size']} {sp['strategy']} ranks, per rank"
+    head = (f"{out['model']} {sp['mode']} {sp['dtype']} {sp['precision']}"
+            + (f" {sp['optimizer']}" if sp["mode"] == "train" else "")
+            + (" checkpointed" if sp.get("checkpointing") else "") + f", {where}; attention {out['attention']}")
+    lines = [head, _budget_line(budget)]
+    q = out["question"]
+    if q == "fits":
+        lines.append(f"B={sp['batch']} S={sp['seq']}: measured peak {fmt_gb_gib(out['peak_bytes'])}: "
+                     f"{_verdict(out['peak_bytes'], out['usable_bytes'])}")
+        return "\n".join(lines)
+    if q == "min_gpus":
+        n = out["min_gpus"]
+        lines.append(f"fewest GPUs ({sp['strategy']}, B={sp['batch']} S={sp['seq']} per rank): "
+                     + (f"{n}" + ("" if out["confirmed"] else " (not confirmed by a run at N-1)") if n else "none up to 1024"))
+        for k, v in sorted(out["measured_peaks"].items()):
+            lines.append(f"  N={k}: measured per-rank peak {fmt_gb_gib(v)}: {_verdict(v, out['usable_bytes'])}")
+        return "\n".join(lines)
+    field = out["field"]
+    name, other = ("B", f"S={sp['seq']}") if field == "batch" else ("S", f"B={sp['batch']}")
+    best = out[f"max_{field}"]
+    lines.append(f"largest {'batch' if field == 'batch' else 'sequence'} that fits at {other}: "
+                 + (f"{name}={best}" if best else f"none (not even {name}=1)") + ("" if out["complete"] else
+                 " (search stopped after its run limit: the peak did not grow steadily)"))
+    for x in sorted(k for k in out["measured_peaks"] if best and k in (best, best + 1) or not best and k == 1):
+        v = out["measured_peaks"][x]
+        lines.append(f"  {name}={x}: measured peak {fmt_gb_gib(v)}: {_verdict(v, out['usable_bytes'])}")
+    if best == out["limit"]:
+        lines.append(f"  {name}={best} is the largest searched (the model's limit or the search cap)")
+    if not out["predicted_start"]:
+        how = " (no prediction covers this run)"
+    elif out["spec"]["mode"] == "train":
+        how = ", the corrected predictor's answer"
+    else:
+        how = ", the answer of the exact weights and KV cache alone (a lower bound of the peak)"
+    runs = "run" if out["runs"] == 1 else "runs"
+    lines.append(f"  {out['runs']} fake-tensor {runs}, started at {name}={out['start']}{how}")
+    return "\n".join(lines)
+
+
+def _fit_plot(out: dict, budget, path: str):
+    from verify.plots import fit_plot
+
+    if out["question"] == "fits":
+        points, xlabel = {out["spec"]["batch"]: out["peak_bytes"]}, "batch B"
+    elif out["question"] == "min_gpus":
+        points, xlabel = out["measured_peaks"], "GPUs N (per-rank peak)"
+    else:
+        points, xlabel = out["measured_peaks"], "batch B" if out["field"] == "batch" else "sequence length S"
+    sp = out["spec"]
+    title = f"{out['model']} {sp['mode']} {sp['dtype']} {sp['precision']} on {budget.name}"
+    predicted = out.get("predicted_peaks") or {}
+    label = "corrected predictor" if sp["mode"] == "train" else "exact weights + KV cache (lower bound)"
+    return fit_plot({int(k): v for k, v in points.items()}, budget.usable_bytes, budget.total_bytes, xlabel, title, path,
+                    predicted={int(k): v for k, v in predicted.items()}, predicted_label=label)
 
 
 # --- claims and report ----------------------------------------------------------------------
@@ -325,77 +665,146 @@ def cmd_external(args) -> int:
     return 0
 
 
-# --- parser ---------------------------------------------------------------------------------
+# --- parser: one function per subcommand's arguments ---------------------------------------
 
 
-def parser() -> argparse.ArgumentParser:
-    from verify.measure.memory import ATTNS, DTYPE_NAMES, LOSSES, MODES, OPTIMIZERS, PRECISIONS
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default in its help, except flags (off unless given) and defaults of None,
+    whose help says what leaving them out means."""
 
-    p = argparse.ArgumentParser(prog="python -m verify", description="Check transformer parameter and memory claims against real modules.")
-    sub = p.add_subparsers(dest="command", required=True)
+    def _get_help_string(self, action):
+        if action.default in (None, False) or "(default" in (action.help or "") or action.help == argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
 
-    q = sub.add_parser("params", help="exact parameter counts by introspection, beside the seed formulas")
-    q.add_argument("model", help="bundled name (see models/) or path to a transformers config.json")
-    q.add_argument("--json", action="store_true", help="print one JSON object")
-    q.set_defaults(func=cmd_params)
 
-    q = sub.add_parser("memory", help="memory of a training step or of generation, by category")
-    q.add_argument("model")
-    q.add_argument("--mode", choices=MODES, default="train")
-    q.add_argument("--backend", choices=("fake", "cuda"), default="fake")
-    q.add_argument("--dtype", choices=DTYPE_NAMES, default="bf16")
-    q.add_argument("--precision", choices=PRECISIONS, default="pure",
-                   help="pure: everything in --dtype; mixed: fp32 master weights with autocast to --dtype")
-    q.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
-    q.add_argument("--batch", type=int, default=1)
-    q.add_argument("--seq", type=int, default=2048, help="training sequence length, or prompt length when generating")
+def model_args(q) -> None:
+    q.add_argument("model", help="bundled name (see models/), a path to a transformers config.json, or a Hugging Face "
+                                 "repo id (org/name: config.json from the local Hugging Face cache)")
+    q.add_argument("--allow-download", action="store_true",
+                   help="fetch a repo id's config.json (never weights) from the Hugging Face hub when it is not cached "
+                        "(or set HF_HUB_OFFLINE=0)")
+
+
+def gpu_args(q) -> None:
+    from verify import gpus
+
+    q.add_argument("--gpu", help="a GPU by name: " + ", ".join(gpus.names()) + " (total as the driver reports it, less "
+                                 "the CUDA context and an allocator margin: verify/gpus.py)")
+    q.add_argument("--gpu-gib", type=float, help="a GPU memory size in GiB (2^30 bytes), all of it usable")
+
+
+def setting_args(q, batch: int | None, seq: int | None, modes: tuple[str, ...], mode_help: str) -> None:
+    """The flags that describe a run: memory and fit take the same ones."""
+    from verify.measure.memory import ATTNS, DTYPE_NAMES, LOSSES, OPTIMIZERS, PRECISIONS
+
+    q.add_argument("--mode", choices=modes, default="train", help=mode_help)
+    q.add_argument("--dtype", choices=DTYPE_NAMES, default="bf16", help="weight dtype (pure) or compute dtype (mixed)")
+    q.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
+                   help="pure: weights, grads and optimizer state in --dtype (transformers 5 loads checkpoints in their "
+                        "own dtype); mixed: fp32 master weights with autocast to --dtype (FSDP mixed precision)")
+    q.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw", help="training optimizer (none: no step)")
+    q.add_argument("--batch", type=int, default=batch, help="sequences per step (B)" + ("" if batch else
+                   "; given alone: find the longest sequence that fits"))
+    q.add_argument("--seq", type=int, default=seq, help="training sequence length, or prompt length when generating (S)"
+                   + ("" if seq else f"; given alone: find the largest batch that fits (default {DEFAULT_SEQ} when "
+                                     "--batch is not given either)"))
     q.add_argument("--new-tokens", type=int, default=16, help="tokens to decode after the prompt (generate)")
-    q.add_argument("--attn", choices=ATTNS, default="sdpa")
+    q.add_argument("--attn", choices=ATTNS, help="attention implementation (default: the one transformers picks for "
+                                                 "the architecture, sdpa where it has it; the output says which ran)")
     q.add_argument("--checkpointing", action="store_true", help="activation checkpointing of every decoder layer")
     q.add_argument("--loss", choices=LOSSES, default="ce",
                    help="ce: the model's cross-entropy (labels = inputs); sum: logits.sum(), as some benchmarks do (train)")
     q.add_argument("--no-gpu-terms", dest="gpu_terms", action="store_false",
                    help="fake backend: the trace alone, without the modelled CUDA terms (verify/formulas/cuda.py)")
-    q.add_argument("--no-companion", dest="companion", action="store_false",
-                   help="skip the run of the other mode (same model, dtype, batch, seq) that claim I2 compares with")
-    q.add_argument("--json", action="store_true")
-    q.set_defaults(func=cmd_memory)
 
-    q = sub.add_parser("shard", help="per-rank memory under DDP / FSDP2 (ZeRO) on a fake process group")
-    q.add_argument("model")
+
+def params_args(q) -> None:
+    model_args(q)
+    q.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def memory_args(q) -> None:
+    model_args(q)
+    setting_args(q, batch=1, seq=DEFAULT_SEQ, modes=("train", "generate", "forward"), mode_help="train: one optimizer step; generate: prefill + decode; "
+                                                      "forward: one no-grad forward")
+    q.add_argument("--backend", choices=("fake", "cuda"), default="fake", help="fake: CPU fake tensors; cuda: this machine's GPU")
+    gpu_args(q)
+    q.add_argument("--seeds", action="store_true",
+                   help="also the seed formulas (claims T1-T4, I1, I2, with a companion run of the other mode) and the "
+                        "corrected predictor beside the measurement")
+    q.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def shard_args(q) -> None:
+    from verify.measure.memory import DTYPE_NAMES, OPTIMIZERS, PRECISIONS
+
+    model_args(q)
     q.add_argument("--world-size", type=int, required=True, help="N ranks (with --min-n: the N measured first)")
     q.add_argument("--strategy", default="fsdp", help="ddp | fsdp | zero2 | zero3")
-    q.add_argument("--mode", default="train", help="train (one optimizer step) | infer (prefill of a --seq token prompt)")
-    q.add_argument("--dtype", choices=DTYPE_NAMES, default="bf16")
-    q.add_argument("--precision", default="mixed", help="mixed: fp32 sharded master weights, compute in --dtype | pure")
-    q.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
+    q.add_argument("--mode", default="train", help="train (one optimizer step) | generate (prefill of a --seq token prompt)")
+    q.add_argument("--dtype", choices=DTYPE_NAMES, default="bf16", help="weight dtype (pure) or compute dtype (mixed)")
+    q.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
+                   help="pure: all in --dtype; mixed: fp32 sharded master weights, compute in --dtype")
+    q.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw", help="training optimizer")
     q.add_argument("--batch", type=int, default=1, help="sequences per rank")
-    q.add_argument("--seq", type=int, default=2048)
-    q.add_argument("--gpu-gb", type=float, default=80.0, help="GPU memory in GB (1e9 bytes) to fit")
+    q.add_argument("--seq", type=int, default=DEFAULT_SEQ, help="tokens per sequence (training), prompt length (generate)")
+    gpu_args(q)
+    q.add_argument("--gpu-gb", type=float, help=argparse.SUPPRESS)  # gone: a one-line pointer to --gpu / --gpu-gib
     q.add_argument("--checkpointing", action="store_true", help="activation checkpointing of every decoder layer (train)")
-    q.add_argument("--min-n", action="store_true", help="find the smallest N whose per-rank peak fits --gpu-gb")
-    q.add_argument("--json", action="store_true")
-    q.set_defaults(func=cmd_shard)
+    q.add_argument("--min-n", action="store_true", help="find the smallest N whose per-rank peak fits --gpu / --gpu-gib")
+    q.add_argument("--json", action="store_true", help="print one JSON object")
 
-    for name, help_ in (("claims", "verdict on every claim of the catalogue (verify/claims/CATALOGUE.md)"), ("report", "write reports/<hardware>/: CLAIMS.md, claims.json, plots")):
-        q = sub.add_parser(name, help=help_)
-        q.add_argument("--backend", choices=("meta", "fake", "cuda", "auto"), default="auto",
-                       help="meta: counts only; fake: CPU fake-tensor memory; cuda: real GPU; auto: cuda if present, else fake")
-        q.add_argument("--only", help="comma-separated claim ids, e.g. P1,P7,T3")
-        q.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-        if name == "claims":
-            q.add_argument("--json", action="store_true")
-            q.add_argument("--jsonl", help="append each result to this file as it comes; reuse what it holds")
-            q.set_defaults(func=cmd_claims)
-        else:
-            q.add_argument("--out", help="output folder (default reports/<hardware>)")
-            q.add_argument("--fresh", action="store_true", help="ignore results a previous run left in the folder")
-            q.set_defaults(func=cmd_report)
-    q = sub.add_parser("external", help="GPU memory figures others published, reproduced on the fake backend")
+
+def fit_args(q) -> None:
+    model_args(q)
+    gpu_args(q)
+    # --mode lora: LoRA runs are another branch's MemorySpec fields; not in this one yet (README)
+    setting_args(q, batch=None, seq=None, modes=("train", "generate"), mode_help="train: one optimizer step; generate: prefill + decode")
+    q.add_argument("--world-size", type=int, help="N data-parallel ranks: answer per rank under --strategy (FSDP2 on a "
+                                                  "fake process group)")
+    q.add_argument("--strategy", choices=("ddp", "fsdp", "zero2", "zero3"),
+                   help="sharded training; without --world-size: find the fewest GPUs for --batch and --seq per rank "
+                        "(default strategy with --world-size: fsdp)")
+    q.add_argument("--plot", metavar="FILE", help="draw the measured peaks against the searched value, with the GPU's line (PNG)")
+    q.add_argument("--json", action="store_true", help="print one JSON object (max_batch, max_seq or min_gpus, "
+                                                       "usable_bytes, peak_bytes_at_max, peak_bytes_above)")
+
+
+def ledger_args(q, name: str) -> None:
+    q.add_argument("--backend", choices=("meta", "fake", "cuda", "auto"), default="auto",
+                   help="meta: counts only; fake: CPU fake-tensor memory; cuda: real GPU; auto: cuda if present, else fake")
+    q.add_argument("--only", help="comma-separated claim ids, e.g. P1,P7,T3")
+    q.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    if name == "claims":
+        q.add_argument("--json", action="store_true", help="print the claims as JSON")
+        q.add_argument("--jsonl", help="append each result to this file as it comes; reuse what it holds")
+    else:
+        q.add_argument("--out", help="output folder (default: reports/<hardware>)")
+        q.add_argument("--fresh", action="store_true", help="ignore results a previous run left in the folder")
+
+
+def external_args(q) -> None:
     q.add_argument("--only", help="comma-separated figure ids (verify/external.py)")
-    q.add_argument("--out", help="output folder (default reports/external)")
+    q.add_argument("--out", help="output folder (default: reports/external)")
     q.add_argument("--json", action="store_true", help="print the rows as JSON")
-    q.set_defaults(func=cmd_external)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m verify", description="Check transformer parameter and memory claims against real modules.")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, help_, add, func in (
+        ("params", "exact parameter counts by introspection, beside the seed formulas", params_args, cmd_params),
+        ("memory", "memory of a training step or of generation, by category", memory_args, cmd_memory),
+        ("fit", "will it fit on a GPU: the largest batch or sequence, the fewest GPUs, or a verdict", fit_args, cmd_fit),
+        ("shard", "per-rank memory under DDP / FSDP2 (ZeRO) on a fake process group", shard_args, cmd_shard),
+        ("claims", "verdict on every claim of the catalogue (verify/claims/CATALOGUE.md)", lambda q: ledger_args(q, "claims"), cmd_claims),
+        ("report", "write reports/<hardware>/: CLAIMS.md, claims.json, plots", lambda q: ledger_args(q, "report"), cmd_report),
+        ("external", "GPU memory figures others published, reproduced on the fake backend", external_args, cmd_external),
+    ):
+        q = sub.add_parser(name, help=help_, description=help_, formatter_class=_Help)
+        add(q)
+        q.set_defaults(func=func)
     return p
 
 

@@ -6,7 +6,9 @@ Configs are parsed as data (JSON); no code is ever executed from them (no trust_
 
 from __future__ import annotations
 
+import difflib
 import json
+import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -66,35 +68,94 @@ def bundled_names() -> list[str]:
     return sorted(p.stem for p in MODELS_DIR.glob("*.json"))
 
 
-def resolve(name_or_path: str) -> Path:
-    """A bundled model name or a path to a config.json -> the file's path."""
+def hub_cache_dir() -> Path:
+    """The Hugging Face hub cache the environment names now (HF_HUB_CACHE, else HF_HOME/hub, else
+    ~/.cache/huggingface/hub): read at call time, so a changed HF_HOME is honoured."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "huggingface")
+    return Path(home) / "hub"
+
+
+def downloads_allowed() -> bool:
+    """Whether the user allowed the network: HF_HUB_OFFLINE set to 0 / false / no (the
+    --allow-download flag passes allow_download=True instead)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("0", "false", "no", "off")
+
+
+def _is_repo_id(text: str) -> bool:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if text.count("/") != 1 or text.endswith(".json"):
+        return False
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        return False
+    return True
+
+
+def from_hub_cache(repo_id: str, allow_download: bool = False) -> Path:
+    """config.json of the Hugging Face repo `repo_id`, from the local hub cache (huggingface_hub's
+    own cache layout and lookup); fetched (config.json alone, never weights) only when
+    `allow_download` or HF_HUB_OFFLINE=0. ConfigError, one line saying how to get it, otherwise."""
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    cache = hub_cache_dir()
+    found = try_to_load_from_cache(repo_id, "config.json", cache_dir=cache)
+    if isinstance(found, str):
+        return Path(found)
+    if allow_download or downloads_allowed():
+        try:
+            return Path(hf_hub_download(repo_id, "config.json", cache_dir=cache))
+        except Exception as e:  # network, gated repo, no such repo: one line whatever the hub raised
+            reason = " ".join(str(e).split())[:200]
+            raise ConfigError(f"{repo_id}: could not fetch config.json from the Hugging Face hub ({type(e).__name__}: "
+                              f"{reason}); a gated repo needs `hf auth login` first, or pass a path to a config.json") from None
+    raise ConfigError(
+        f"{repo_id}: config.json is not in the local Hugging Face cache ({cache}); get it with "
+        f"`hf download {repo_id} config.json` (config.json only, no weights), or rerun with --allow-download, "
+        "or pass a path to a config.json")
+
+
+def resolve(name_or_path: str, allow_download: bool = False) -> Path:
+    """A bundled model name, a path to a config.json (or its folder), or a Hugging Face repo id -> the file."""
+    return locate(name_or_path, allow_download)[0]
+
+
+def locate(name_or_path: str, allow_download: bool = False) -> tuple[Path, str]:
+    """A bundled model name, a path to a config.json (or its folder), or a Hugging Face repo id
+    (config.json from the local hub cache, see from_hub_cache) -> (the file, the model's name)."""
     bundled = MODELS_DIR / f"{name_or_path}.json"
     if bundled.is_file():
-        return bundled
+        return bundled, name_or_path
     path = Path(name_or_path)
     if path.is_dir():
         path = path / "config.json"
     if path.is_file():
-        return path
-    if path.suffix == ".json" or "/" in name_or_path:
+        return path, path.stem if path.name != "config.json" else path.parent.name
+    if _is_repo_id(name_or_path):
+        return from_hub_cache(name_or_path, allow_download), name_or_path
+    if path.suffix == ".json" or "/" in name_or_path or os.sep in name_or_path:
         raise ConfigError(f"no such config file: {name_or_path}")
+    near = difflib.get_close_matches(name_or_path, bundled_names(), n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(near)}? " if near else ""
     raise ConfigError(
-        f"unknown model {name_or_path!r}; bundled models: {', '.join(bundled_names())}; "
-        "or pass a path to a transformers config.json"
+        f"unknown model {name_or_path!r}; {hint}bundled models: {', '.join(bundled_names())}; "
+        "or pass a path to a transformers config.json, or a Hugging Face repo id (org/name)"
     )
 
 
-def load_config(name_or_path: str):
-    """Name or path -> a transformers PretrainedConfig, validated."""
-    path = resolve(name_or_path)
+def load_config(name_or_path: str, allow_download: bool = False):
+    """Name, path or Hugging Face repo id -> a transformers PretrainedConfig, validated."""
+    path, name = locate(name_or_path, allow_download)
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path.name}: malformed JSON ({e.msg} at line {e.lineno})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path.name}: expected a JSON object, got {type(data).__name__}")
-    stem = path.stem if path.name != "config.json" else path.parent.name
-    return from_dict(data, stem, where=path.name)
+    return from_dict(data, name, where=name if path.name == "config.json" else path.name)
 
 
 def from_dict(data: dict, name: str, where: str | None = None):

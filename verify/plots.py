@@ -92,11 +92,12 @@ def activations_vs_seq(t5_evidence: dict, shape, dtype_bytes: int, path: Path) -
     return _save(plt, fig, path)
 
 
-def plot_per_gpu_memory(rows: list[dict], path: Path | str, gpu_sizes_gb=(), title: str | None = None) -> Path:
+def plot_per_gpu_memory(rows: list[dict], path: Path | str, gpu_sizes_gb=(), title: str | None = None, gpu_lines=()) -> Path:
     """Write a PNG of rows from verify.predict.shard.sweep_rows (model, strategy, world_size, peak_bytes, measured,
     total_params): per-rank peak in GB (1e9 bytes) against N on log-log axes, measured points
     filled, extrapolated ones (exact persistent part carried from the measured N) hollow; the
-    seed's T6 rule as per-GPU memory (P_B·18·1.25 GB / N) dotted; the GPU sizes as lines."""
+    seed's T6 rule as per-GPU memory (P_B·18·1.25 GB / N) dotted; the GPU sizes as lines: `gpu_lines`
+    (name, usable bytes) of real cards, or bare `gpu_sizes_gb`."""
     plt = _pyplot()
     import matplotlib.ticker
 
@@ -115,13 +116,14 @@ def plot_per_gpu_memory(rows: list[dict], path: Path | str, gpu_sizes_gb=(), tit
         ns = sorted({r["world_size"] for r in train})
         per_gpu = t6_training_gpus(train[0]["total_params"], 1.0)["P_B·18·1.25 (GB)"]
         ax.plot(ns, [per_gpu / n for n in ns], color="black", lw=1, ls=(0, (1, 1)), label="T6 rule: P_B·18·1.25 / N")
-    for gb in gpu_sizes_gb:
+    lines = [(name, b / 1e9) for name, b in gpu_lines] or [(f"{gb} GB", gb) for gb in gpu_sizes_gb]
+    for label, gb in lines:
         ax.axhline(gb, color="grey", lw=0.8, ls="--")
-        ax.annotate(f"{gb} GB", xy=(1.0, gb), xycoords=("axes fraction", "data"), xytext=(3, 0),
+        ax.annotate(label, xy=(1.0, gb), xycoords=("axes fraction", "data"), xytext=(3, 0),
                     textcoords="offset points", va="center", fontsize=8, color="grey")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    ys = [r["peak_bytes"] / 1e9 for r in rows] + list(gpu_sizes_gb) + [y for line in ax.get_lines() for y in line.get_ydata()]
+    ys = [r["peak_bytes"] / 1e9 for r in rows] + [gb for _, gb in lines] + [y for line in ax.get_lines() for y in line.get_ydata()]
     ax.set_yticks([t for t in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 40, 80, 160, 320, 640, 1280, 2560) if min(ys) / 1.5 <= t <= max(ys) * 1.5])
     ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -135,6 +137,39 @@ def plot_per_gpu_memory(rows: list[dict], path: Path | str, gpu_sizes_gb=(), tit
     ax.legend(title="strategy", fontsize=8)
     ax.grid(True, which="major", alpha=0.3)
     return _save(plt, fig, path, dpi=120)
+
+
+def fit_plot(points: dict[int, int], usable_bytes: int, total_bytes: int, xlabel: str, title: str, path: Path | str,
+             predicted: dict[int, int] | None = None, predicted_label: str = "predicted") -> Path:
+    """`fit`: the measured peak (GB) at each value the search ran, fitting points filled and the
+    others hollow, with the GPU's usable bytes (solid) and its total (dotted) as lines, and the
+    prediction that started the search (dashed, not measured) where there is one."""
+    import matplotlib.ticker
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    if predicted:
+        px = sorted(predicted)
+        ax.plot(px, [predicted[x] / 1e9 for x in px], "--", color="grey", lw=1, label=f"{predicted_label} (not measured)")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    xs = sorted(points)
+    ax.plot(xs, [points[x] / 1e9 for x in xs], "-", color="C0", lw=0.8, alpha=0.6)
+    fit = [x for x in xs if points[x] <= usable_bytes]
+    over = [x for x in xs if points[x] > usable_bytes]
+    ax.plot(fit, [points[x] / 1e9 for x in fit], "o", color="C0", label="measured peak, fits")
+    ax.plot(over, [points[x] / 1e9 for x in over], "o", mfc="none", color="C3", label="measured peak, does not fit")
+    ax.axhline(usable_bytes / 1e9, color="black", lw=1, label=f"usable {usable_bytes / 1e9:.3f} GB")
+    if total_bytes != usable_bytes:
+        ax.axhline(total_bytes / 1e9, color="grey", lw=0.8, ls=":", label=f"total {total_bytes / 1e9:.3f} GB")
+    if fit:
+        best = max(fit)
+        ax.annotate(f"{best}", xy=(best, points[best] / 1e9), xytext=(4, -12), textcoords="offset points", fontsize=9)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("peak memory, GB (10^9 bytes)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(True, alpha=0.3)
+    return _save(plt, fig, path)
 
 
 def claim_plots(claims, out_dir: Path) -> list[Path]:
@@ -158,6 +193,8 @@ def claim_plots(claims, out_dir: Path) -> list[Path]:
         paths.append(activations_vs_seq(t5.evidence, s, dtype_bytes(t5.evidence["dtype"]), out_dir / "activations_vs_seq.png"))
     t6 = by_id.get("T6")
     if t6 is not None and t6.evidence.get("per_gpu_sweep"):
+        gpus = t6.evidence.get("gpus") or {}
+        lines = [(f"{g['gpu']} ({g['usable_bytes'] / 1e9:.1f} GB usable)", g["usable_bytes"]) for g in gpus.values()]
         paths.append(plot_per_gpu_memory(t6.evidence["per_gpu_sweep"], out_dir / "shard_per_gpu_memory.png",
-                                         t6.evidence.get("gpu_sizes_gb", ())))
+                                         t6.evidence.get("gpu_sizes_gb", ()), gpu_lines=lines))
     return paths

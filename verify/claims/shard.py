@@ -7,7 +7,11 @@ from verify.claims import Context, Verdict, judge
 from verify.formulas import shard as F
 from verify.units import GB, fmt_bytes
 
-GPU_SIZES_GB = (24, 40, 80, 141)  # the rule's "GPU Size in GB" for RTX 4090 / A100-40GB / A100-80GB, H100-80GB / H200
+GPU_SIZES_GB = (24, 40, 80, 141)  # the rule's "GPU Size in GB", as the seed counts it (its arithmetic keeps these)
+# the card each size stands for: the measured side (and DeepSpeed's estimates) compare against the
+# bytes that card can use (verify/gpus.py: the driver's total less the CUDA context and an
+# allocator margin), not against size·10^9
+T6_GPUS = {24: "RTX-4090", 40: "A100-40GB", 80: "H100-SXM", 141: "H200"}
 # "Llama3 7B" does not exist: Llama 3 has 8B (llama3-8b); llama-7b is the 7B the rule's arithmetic uses
 TABLE_MODELS = ("llama-7b", "llama3-8b", "llama-13b", "llama3-70b", "llama3-405b")
 HEADLINE = ("llama3-8b", 24)  # model and GPU size (GB) of the seed's worked example, measured to the end
@@ -28,9 +32,22 @@ REFERENCE_N = 2  # world size of the one measured run per model and mode (carryi
 TOLERANCE, LOOSE = 0.15, 0.35  # on the GPU count: ~1 GPU in 7 for CONFIRMED, ~2-3 in 7 for APPROXIMATE
 
 
+def usable_bytes(gpu_gb: float) -> int:
+    """Bytes a run may use on the card standing for the rule's `gpu_gb` (T6_GPUS); a size no card
+    stands for (the tests' tiny sizes) counts as gpu_gb·10^9."""
+    from verify.gpus import lookup
+
+    return lookup(T6_GPUS[gpu_gb]).budget().usable_bytes if gpu_gb in T6_GPUS else int(gpu_gb * GB)
+
+
+def _gpu_flag(gpu_gb: float) -> str:
+    return f"--gpu {T6_GPUS[gpu_gb]}" if gpu_gb in T6_GPUS else f"--gpu-gib {gpu_gb * GB / 2**30:g}"
+
+
 def _command(model: str, gpu_gb: float, fields: dict) -> str:
-    return (f"python -m verify shard {model} --world-size {REFERENCE_N} --min-n --gpu-gb {gpu_gb:g} --strategy {fields['strategy']} "
-            f"--mode {fields['mode']} --precision {fields['precision']} --batch {fields['batch']} --seq {fields['seq']}"
+    mode = "generate" if fields["mode"] == "infer" else fields["mode"]
+    return (f"python -m verify shard {model} --world-size {REFERENCE_N} --min-n {_gpu_flag(gpu_gb)} --strategy {fields['strategy']} "
+            f"--mode {mode} --precision {fields['precision']} --batch {fields['batch']} --seq {fields['seq']}"
             + (" --checkpointing" if fields.get("checkpointing") else ""))
 
 
@@ -55,9 +72,9 @@ def gpu_count_table(models=TABLE_MODELS, gpu_sizes=GPU_SIZES_GB, confirm=(HEADLI
             references[f"{model}/{fields['mode']}"] = {"world_size": reference_n, **{
                 k: v for k, v in ref["per_rank"].items() if k not in ("segments", "grad_order")}}
         for gpu_gb in gpu_sizes:
-            gpu_bytes = int(gpu_gb * GB)
+            gpu_bytes = usable_bytes(gpu_gb)
             rule = F.t6_training_gpus(P, gpu_gb)
-            row = {"model": model, "params": P, "gpu_gb": gpu_gb,
+            row = {"model": model, "params": P, "gpu_gb": gpu_gb, "gpu": T6_GPUS.get(gpu_gb), "usable_bytes": gpu_bytes,
                    "rule_train": round(rule["gpus"], 2), "rule_train_ceil": rule["gpus_ceil"],
                    "rule_infer_ceil": F.t6_inference_gpus(rule["gpus"])["gpus_ceil"],
                    "deepspeed_zero2": F.smallest_fitting(lambda n: F.total(F.deepspeed_zero2_gpu_bytes(P, n)), gpu_bytes),
@@ -100,7 +117,7 @@ def t6(ctx: Context):
     rule = F.t6_training_gpus(head["params"], gpu_gb)
     variants = {}
     for label, fields in VARIANTS.items():
-        found = min_world_size(ShardSpec(model=model, world_size=REFERENCE_N, **fields), int(gpu_gb * GB), measure_shard, confirm=False)
+        found = min_world_size(ShardSpec(model=model, world_size=REFERENCE_N, **fields), usable_bytes(gpu_gb), measure_shard, confirm=False)
         variants[label] = {"min_world_size": found["min_world_size"], "measured_peaks": found["measured_peaks"],
                            "command": _command(model, gpu_gb, fields)}
     # the per-GPU peak against N for every strategy (the report's plot draws these rows): one
@@ -110,12 +127,13 @@ def t6(ctx: Context):
     per_gpu = sweep_rows(references, SWEEP_WORLD_SIZES)
     within = [r for r in rows if r["measured_train"] and abs(r["rule_train_ceil"] - r["measured_train"]) <= TOLERANCE * r["measured_train"]]
     trainable = [r for r in rows if r["measured_train"]]
-    ratios = "; ".join(f"{r['model']} {r['gpu_gb']} GB {r['measured_train']}/{r['measured_infer']}"
+    ratios = "; ".join(f"{r['model']} {r['gpu'] or str(r['gpu_gb']) + ' GB'} {r['measured_train']}/{r['measured_infer']}"
                        for r in rows if r["measured_train"] and r["measured_infer"] and r["gpu_gb"] in (24, 80))
-    never = sorted({f"{r['model']} on {r['gpu_gb']} GB" for r in rows if r["measured_train"] is None})
+    never = sorted({f"{r['model']} on {r['gpu'] or str(r['gpu_gb']) + ' GB'}" for r in rows if r["measured_train"] is None})
     explanation = (
         f"Under FSDP2 (bf16 compute on fp32 master weights, AdamW, batch {TRAIN['batch']} × seq {TRAIN['seq']} per rank, "
-        f"layers checkpointed) {model} needs {measured or 'more than 1024'} GPUs of {gpu_gb} GB ("
+        f"layers checkpointed) {model} needs {measured or 'more than 1024'} {T6_GPUS[gpu_gb]} ({gpu_gb} GB in the rule, "
+        f"{fmt_bytes(usable_bytes(gpu_gb))} usable: verify/gpus.py) ("
         + (f"measured at {measured}" + (f" and {measured - 1}" if measured > 1 else "") if head["measured_train_confirmed"]
            else f"carried from the run at N = {REFERENCE_N}, not confirmed") + "): the model state divides by N "
         f"(16 bytes/parameter: fp32 weight, fp32 gradient, Adam m and v) while each rank keeps "
@@ -146,8 +164,10 @@ def t6(ctx: Context):
                       f"(Llama 3 has 8B; its {rule['P_B']:.2f}B parameters give {rule['gpus']:.2f} → {rule['gpus_ceil']})",
         evidence={"table": rows, "references": table["references"], "train_spec": TRAIN, "infer_spec": INFER,
                   "variants": variants, "rule_for_real_params": rule, "gpu_sizes_gb": list(GPU_SIZES_GB),
+                  "gpus": {gb: {"gpu": T6_GPUS[gb], "usable_bytes": usable_bytes(gb)} for gb in GPU_SIZES_GB},
                   "per_gpu_sweep": per_gpu,
-                  "note": "measured_* = smallest N from one measured run per model and mode (world size "
+                  "note": "measured_* = smallest N whose per-rank peak fits the usable bytes of the card standing for gpu_gb "
+                          "(T6_GPUS), from one measured run per model and mode (world size "
                           f"{REFERENCE_N}) with the exact persistent part carried to other N; "
                           "*_confirmed = also measured at N and N-1; weights_split_plus_kv_infer = smallest N with "
                           "weights/N + KV cache <= GPU (both measured), what an ideal tensor-parallel server needs"},

@@ -45,7 +45,8 @@ class MemorySpec:
     batch: int = 1  # B
     seq: int = 2048  # S: training sequence length, or the prompt length when generating
     new_tokens: int = 0  # tokens decoded after the prompt (generate mode)
-    attn: str = "sdpa"  # "eager" (materializes a x S x S scores), "sdpa", or "flash" (flash-attn 2, emulated)
+    attn: str | None = None  # "eager" (materializes a x S x S scores), "sdpa", "flash" (flash-attn 2, emulated), or None:
+    # what transformers picks for the architecture (sdpa where the model class supports it, else eager; attention_used says which)
     checkpointing: bool = False  # activation checkpointing of every decoder layer
     gpu_terms: bool = True  # when the backend is fake, add the modelled CUDA terms (verify/formulas/cuda.py) to the peak
 
@@ -106,7 +107,7 @@ def validate(spec: MemorySpec, shape) -> None:
         (spec.mode in MODES, f"mode {spec.mode!r} is not one of {', '.join(MODES)}"),
         (spec.backend in BACKENDS, f"backend {spec.backend!r} is not one of {', '.join(BACKENDS)}"),
         *common_checks(spec),
-        (spec.attn in ATTNS, f"attention {spec.attn!r} is not one of {', '.join(ATTNS)}"),
+        (spec.attn is None or spec.attn in ATTNS, f"attention {spec.attn!r} is not one of {', '.join(ATTNS)}"),
         (spec.new_tokens >= 0, f"new-tokens must be zero or positive, got {spec.new_tokens}"),
         (spec.loss in LOSSES, f"loss {spec.loss!r} is not one of {', '.join(LOSSES)}"),
         (
@@ -126,6 +127,19 @@ def validate(spec: MemorySpec, shape) -> None:
             f"{shape.name} accepts at most {shape.max_positions} positions; "
             f"seq {spec.seq}" + (f" + new-tokens {spec.new_tokens}" if spec.mode == "generate" else "") + f" = {total}"
         )
+
+
+def attention_used(spec: MemorySpec, config=None) -> str:
+    """The attention implementation a run of `spec` builds: spec.attn if set, else the one
+    transformers picks for the architecture, read back from a meta build's
+    config._attn_implementation (no memory; about a second for an 8B model)."""
+    if spec.attn is not None:
+        return spec.attn
+    from verify.build import build
+    from verify.configs import load_config
+
+    model = build(config if config is not None else load_config(spec.model), device="meta")
+    return model.config._attn_implementation
 
 
 def measure(spec: MemorySpec, config=None) -> MemoryResult:

@@ -167,6 +167,13 @@ def inputs_for(model: str) -> tuple:
 
 
 def prediction_for(spec) -> Prediction:
-    """`predict` for a MemorySpec, its inputs gathered from spec.model."""
+    """`predict` for a MemorySpec, its inputs gathered from spec.model (attention: the one the run
+    builds, transformers' choice where spec.attn is None)."""
+    from dataclasses import replace
+
+    from verify.measure.memory import attention_used
+
     s, T, dropout = inputs_for(spec.model)
+    if spec.attn is None:
+        spec = replace(spec, attn=attention_used(spec))
     return predict(s, spec, T, dropout)
