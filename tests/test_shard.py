@@ -23,7 +23,7 @@ def test_fsdp_per_rank_persistent_bytes_equal_the_padded_shard_closed_form(model
     ceil(d0/N)·rest summed over the parameters, times 4, 4 and 8 bytes: exactly, padding included
     (N = 3 and 64 do not divide every first dimension; tiny-gpt2 is tied, tiny-mixtral has fused
     expert tensors whose first dimension, 4 experts, is smaller than N = 8 and 64)."""
-    r = measure_shard(ShardSpec(model=model, world_size=world_size, strategy="zero3", seq=16))
+    r = measure_shard(ShardSpec(model=model, world_size=world_size, strategy="zero3", precision="mixed", seq=16))
     shard = F.fsdp_shard_numel(model_facts(model)["param_shapes"], world_size)
     pr = r["per_rank"]
     assert (pr["params_bytes"], pr["grads_bytes"], pr["optimizer_bytes"]) == (4 * shard, 4 * shard, 8 * shard)

@@ -9,17 +9,13 @@ import argparse
 import json
 import sys
 
-from verify.units import fmt_count, fmt_rel, rel_error
+from verify.units import DEFAULT_PRECISION, fmt_count, fmt_rel, rel_error
 
 
 class UsageError(Exception):
     """Input the tool cannot use; printed as one line, exit status 2."""
 
 
-# The one precision default of memory, shard and fit (README, "Defaults"): transformers 5 loads a
-# checkpoint in its own dtype (from_pretrained's dtype="auto": bf16 for Llama 3), and Trainer with
-# bf16=True then steps those bf16 weights, so gradients and AdamW state are bf16 too.
-DEFAULT_PRECISION = "pure"
 DEFAULT_SEQ = 2048  # the sequence length of memory and shard, and of fit when --seq is not given
 
 

@@ -12,6 +12,9 @@ DTYPE_NAMES = tuple(DTYPE_BYTES)
 FP32 = DTYPE_BYTES["fp32"]  # fp32 master weights, fp32 statistics, Adam's step counters
 INDEX_BYTES = 8  # token ids, labels and position ids are int64
 PRECISIONS = ("pure", "mixed")  # pure: every tensor in the dtype; mixed: fp32 weights + autocast to the dtype
+DEFAULT_PRECISION = "pure"  # every command's and spec's default (README, "Defaults"): transformers 5 loads a
+# checkpoint in its own dtype (from_pretrained's dtype="auto": bf16 for Llama 3) and Trainer(bf16=True) then
+# steps those bf16 weights, so gradients and AdamW state are bf16 too; fp32 master weights: "mixed"
 
 
 def dtype_bytes(name: str) -> int:

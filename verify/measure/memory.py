@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import asdict, dataclass, field
 
-from verify.units import DTYPE_NAMES, PRECISIONS
+from verify.units import DEFAULT_PRECISION, DTYPE_NAMES, PRECISIONS
 
 MODES = ("train", "generate", "forward")
 OPTIMIZERS = ("adamw", "adam", "sgd", "none")
@@ -39,7 +39,7 @@ class MemorySpec:
     # "forward": one forward under torch.no_grad() without a cache, every position's logits kept
     backend: str = "fake"  # "fake" (FakeTensorMode on CPU) or "cuda"
     dtype: str = "bf16"  # weight dtype; under precision="mixed" the autocast dtype (weights stay fp32)
-    precision: str = "pure"  # "pure": everything in dtype; "mixed": fp32 master weights + autocast(dtype)
+    precision: str = DEFAULT_PRECISION  # "pure": everything in dtype; "mixed": fp32 master weights + autocast(dtype)
     optimizer: str = "adamw"  # adamw | adam | sgd (plain SGD: no state) | none (forward and backward only)
     loss: str = "ce"  # "ce": the model's own cross-entropy (labels = inputs); "sum": logits.sum(), as some benchmarks do
     batch: int = 1  # B

@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass
 from verify.measure.memory import Category, common_checks, raise_first
 from verify.measure.tracker import Tracker
 from verify.torchapi import fake_mode, fake_process_group, fsdp_unsharded_buffers, local_tensor, replicate, storage_key, storages
-from verify.units import torch_dtype, weight_dtype
+from verify.units import DEFAULT_PRECISION, torch_dtype, weight_dtype
 
 STRATEGIES = ("ddp", "fsdp", "zero2", "zero3")
 MODES = ("train", "infer")
@@ -58,7 +58,7 @@ class ShardSpec:
     strategy: str = "fsdp"  # ddp | fsdp | zero2 | zero3 (see the module docstring)
     mode: str = "train"  # "train": one optimizer step; "infer": prefill of a `seq`-token prompt into the KV cache
     dtype: str = "bf16"  # compute dtype (and weight dtype under precision="pure" and for inference)
-    precision: str = "mixed"  # "mixed": fp32 sharded master weights, compute in dtype, fp32 gradient reduce; "pure": all in dtype
+    precision: str = DEFAULT_PRECISION  # "pure": all in dtype; "mixed": fp32 sharded master weights, compute in dtype, fp32 gradient reduce
     optimizer: str = "adamw"  # adamw | adam | sgd (plain SGD: no state); training only
     batch: int = 1  # sequences per rank (micro-batch)
     seq: int = 2048  # tokens per sequence (training), prompt length (inference)

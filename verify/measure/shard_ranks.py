@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from verify.measure.memory import DTYPE_NAMES, OPTIMIZERS, PRECISIONS
+from verify.units import DEFAULT_PRECISION
 from verify.measure.shard import MODES, STRATEGIES, ShardSpec, run_rank, validate_shard
 
 
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--strategy", choices=STRATEGIES, default="fsdp")
     p.add_argument("--mode", choices=MODES, default="train")
     p.add_argument("--dtype", choices=DTYPE_NAMES, default="bf16")
-    p.add_argument("--precision", choices=PRECISIONS, default="mixed")
+    p.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION)
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--seq", type=int, default=2048)
