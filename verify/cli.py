@@ -154,7 +154,8 @@ def cmd_memory(args) -> int:
     spec = MemorySpec(
         model=args.model, mode=args.mode, backend=args.backend, dtype=args.dtype, precision=args.precision,
         optimizer=args.optimizer, batch=args.batch, seq=args.seq, new_tokens=args.new_tokens, attn=args.attn,
-        checkpointing=args.checkpointing, loss=args.loss,
+        checkpointing=args.checkpointing, loss=args.loss, lora_rank=args.lora_rank, lora_targets=args.lora_targets,
+        quant=args.quant,
     )
     try:
         validate(spec, s)
@@ -182,17 +183,23 @@ def cmd_memory(args) -> int:
     except (ValueError, RuntimeError) as e:  # TraceError, or a model transformers cannot build this way
         raise UsageError(str(e).splitlines()[0]) from None
     try:
-        companion = measure(other) if args.companion else None
+        companion = measure(other) if args.companion and spec.mode != "lora" else None
     except (ValueError, RuntimeError):  # the other mode may not run here (OOM on a GPU, a mode the model lacks)
         companion = None
-    if s.family is None:  # no closed form: no N for the seeds' formulas, no predictor
+    if spec.mode == "lora":  # the seeds speak of full training and inference; the predictor models neither LoRA nor a quantized base
+        out = {**result.as_dict(), "predictions": {},
+               "corrected": {"not_covered": "LoRA runs are measured only: the corrected predictor models full training"}}
+    elif s.family is None:  # no closed form: no N for the seeds' formulas, no predictor
         from verify.families import not_in_registry
 
         out = {**result.as_dict(), "family": None, "note": not_in_registry(s.model_type), "predictions": {},
                "corrected": {"not_covered": not_in_registry(s.model_type)}}
     else:
-        out = {**result.as_dict(), "predictions": seed_predictions(s, spec, result, companion),
-               "corrected": corrected_prediction(spec, result)}
+        try:
+            corrected = corrected_prediction(spec, result)
+        except ValueError as e:  # an optimizer whose closed forms need what the predictor is not given
+            corrected = {"not_covered": f"the corrected predictor does not cover --optimizer {spec.optimizer} ({e})"}
+        out = {**result.as_dict(), "predictions": seed_predictions(s, spec, result, companion), "corrected": corrected}
     if companion is not None:
         out["companion"] = {k: v for k, v in companion.as_dict().items() if k.endswith("_bytes") or k == "spec"}
     if args.json:
@@ -201,6 +208,8 @@ def cmd_memory(args) -> int:
         from verify.report import memory_table
 
         print(memory_table(out))
+        if spec.mode in ("train", "lora"):
+            print(f"trainable parameters: {fmt_count(result.trainable_params)}")
     return 0
 
 
@@ -329,7 +338,7 @@ def cmd_external(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    from verify.measure.memory import ATTNS, DTYPE_NAMES, LOSSES, MODES, OPTIMIZERS, PRECISIONS
+    from verify.measure.memory import ATTNS, DTYPE_NAMES, LOSSES, MEMORY_OPTIMIZERS, MODES, OPTIMIZERS, PRECISIONS, QUANTS
 
     p = argparse.ArgumentParser(prog="python -m verify", description="Check transformer parameter and memory claims against real modules.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -346,7 +355,16 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--dtype", choices=DTYPE_NAMES, default="bf16")
     q.add_argument("--precision", choices=PRECISIONS, default="pure",
                    help="pure: everything in --dtype; mixed: fp32 master weights with autocast to --dtype")
-    q.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
+    q.add_argument("--optimizer", choices=MEMORY_OPTIMIZERS, default="adamw",
+                   help="adamw-fused: torch's fused kernel; adamw-8bit: bitsandbytes; adafactor: torch.optim.Adafactor; "
+                        "sgd-momentum: momentum 0.9")
+    q.add_argument("--lora-rank", type=int, default=8, help="LoRA rank r (--mode lora)")
+    q.add_argument("--lora-targets", default="",
+                   help="modules LoRA adapts (--mode lora): comma-separated names (q_proj,v_proj) or all-linear; "
+                        "default: peft's default for the model type")
+    q.add_argument("--quant", choices=QUANTS, default="none",
+                   help="frozen base of --mode lora: bitsandbytes int8 (LLM.int8), nf4 (with double quantization: "
+                        "QLoRA), nf4-nodq; none: in --dtype")
     q.add_argument("--batch", type=int, default=1)
     q.add_argument("--seq", type=int, default=2048, help="training sequence length, or prompt length when generating")
     q.add_argument("--new-tokens", type=int, default=16, help="tokens to decode after the prompt (generate)")
