@@ -212,8 +212,10 @@ def catalogue() -> list[Figure]:
             published_unit="B",
             covers="live bytes after the optimizer step of a LoRA fine-tune",
             compare="steady",
-            spec=peft_ft,
-            needs="LoRA (r=32, alpha 64, on q_proj and v_proj, frozen bf16 base weights)",
+            spec={**peft_ft, "mode": "lora", "lora_rank": 32, "lora_targets": "q_proj,v_proj"},
+            setup="experiments/lora/llama-3.2-3B-rank32/adapter_config.json: r 32, lora_alpha 64, dropout 0, "
+                  "target_modules null (peft's default for llama: q_proj, v_proj); the bf16 base frozen, the "
+                  "adapters fp32 (peft's autocast_adapter_dtype); train_config as peft-metamathqa-full-ft.",
         ),
         Figure(
             id="torchtune-llama3.2-3b-packed",

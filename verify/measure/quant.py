@@ -128,7 +128,9 @@ def quantized_storage(config, weights: str, dtype: torch.dtype = torch.bfloat16,
 # register_fake) give the packed weight and its statistics their shapes and dtypes.
 
 BNB_QUANTS = ("int8", "nf4", "nf4-nodq")  # LLM.int8 (threshold 6.0); NF4 with double quantization (QLoRA); NF4 without
-GEMM_4BIT_FUSED_MAX_M = 512  # bitsandbytes' CUDA gemm_4bit: above M = 512 rows every GPU takes dequantize + F.linear
+GEMM_4BIT_FUSED_MAX_M = 512  # bitsandbytes' CUDA gemm_4bit: above 512 rows every GPU dequantizes a weight of 4 Mi
+# elements or more and calls F.linear (_gemm_4bit_use_custom_cuda); smaller weights may keep the fused kernel up to
+# 1536 rows on some GPUs (A100), which is not modelled
 
 
 def bitsandbytes():
@@ -264,7 +266,8 @@ class _BnbCudaKernels(TorchDispatchMode):
 
 def _gemm_4bit(func, A, B, shapeB, absmax, blocksize, quant_type, bias=None, absmax_8bit=None, absmax_code=None,
                absmax_offset=None):
-    """bitsandbytes/backends/cuda/ops.py, gemm_4bit: the fused kernel up to GEMM_4BIT_FUSED_MAX_M rows,
+    """bitsandbytes/backends/cuda/ops.py, gemm_4bit: the fused kernel up to GEMM_4BIT_FUSED_MAX_M rows
+    (output only; between 5 and 512 rows the GPU's heuristic may take the fallback instead),
     `_dequant_linear_fallback` above (its locals live until it returns)."""
     if A.numel() // A.shape[-1] <= GEMM_4BIT_FUSED_MAX_M:
         return func(A, B, shapeB, absmax, blocksize, quant_type, bias=bias, absmax_8bit=absmax_8bit,
