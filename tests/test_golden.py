@@ -65,7 +65,7 @@ def _at(obj, path):
 
 
 def _same(a, b) -> bool:
-    if isinstance(a, bool) or isinstance(b, bool) or isinstance(a, str) or a is None:
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (a, b)):
         return a == b
     if isinstance(a, int) and isinstance(b, int):
         return a == b

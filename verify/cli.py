@@ -226,7 +226,7 @@ def _memory_spec(args, **overrides):
     fields = dict(model=args.model, mode=args.mode, backend=getattr(args, "backend", "fake"), dtype=args.dtype,
                   precision=args.precision, optimizer=args.optimizer, batch=args.batch, seq=args.seq,
                   new_tokens=args.new_tokens, attn=args.attn, checkpointing=args.checkpointing, loss=args.loss,
-                  gpu_terms=args.gpu_terms)
+                  gpu_terms=args.gpu_terms, lora_rank=args.lora_rank, lora_targets=args.lora_targets, quant=args.quant)
     return MemorySpec(**{**fields, **overrides})
 
 
@@ -305,6 +305,8 @@ def cmd_memory(args) -> int:
     print(memory_table(out))
     print()
     print(f"attention: {attention}")
+    if spec.mode in ("train", "lora"):
+        print(f"trainable parameters: {fmt_count(result.trainable_params)}")
     if budget is not None:
         print(_budget_line(budget))
         print(f"peak {fmt_gb_gib(result.peak_bytes)} on {budget.name}: {_verdict(result.peak_bytes, budget.usable_bytes)}")
@@ -319,6 +321,8 @@ def _seed_figures(spec, s, result, quiet: bool) -> dict:
 
     from verify.claims.memory import seed_predictions
 
+    if spec.mode == "lora":  # the seeds speak of full training and inference; the predictor models neither LoRA nor a quantized base
+        return {"predictions": {}, "corrected": {"not_covered": "LoRA runs are measured only: the corrected predictor models full training"}}
     other = dataclasses.replace(spec, mode="generate" if spec.mode == "train" else "train", precision="pure",
                                 checkpointing=False)
     try:
@@ -331,7 +335,11 @@ def _seed_figures(spec, s, result, quiet: bool) -> dict:
         out = {"family": None, "note": not_in_registry(s.model_type), "predictions": {},
                "corrected": {"not_covered": not_in_registry(s.model_type)}}
     else:
-        out = {"predictions": seed_predictions(s, spec, result, companion), "corrected": corrected_prediction(spec, result)}
+        try:
+            corrected = corrected_prediction(spec, result)
+        except ValueError as e:  # an optimizer whose closed forms need what the predictor is not given
+            corrected = {"not_covered": f"the corrected predictor does not cover --optimizer {spec.optimizer} ({e})"}
+        out = {"predictions": seed_predictions(s, spec, result, companion), "corrected": corrected}
     if companion is not None:
         out["companion"] = {k: v for k, v in companion.as_dict().items() if k.endswith("_bytes") or k == "spec"}
     return out
@@ -692,14 +700,23 @@ def gpu_args(q) -> None:
 
 def setting_args(q, batch: int | None, seq: int | None, modes: tuple[str, ...], mode_help: str) -> None:
     """The flags that describe a run: memory and fit take the same ones."""
-    from verify.measure.memory import ATTNS, DTYPE_NAMES, LOSSES, OPTIMIZERS, PRECISIONS
+    from verify.measure.memory import ATTNS, DTYPE_NAMES, LOSSES, MEMORY_OPTIMIZERS, PRECISIONS, QUANTS
 
     q.add_argument("--mode", choices=modes, default="train", help=mode_help)
     q.add_argument("--dtype", choices=DTYPE_NAMES, default="bf16", help="weight dtype (pure) or compute dtype (mixed)")
     q.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
                    help="pure: weights, grads and optimizer state in --dtype (transformers 5 loads checkpoints in their "
                         "own dtype); mixed: fp32 master weights with autocast to --dtype (FSDP mixed precision)")
-    q.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw", help="training optimizer (none: no step)")
+    q.add_argument("--optimizer", choices=MEMORY_OPTIMIZERS, default="adamw",
+                   help="training optimizer: adamw-fused: torch's fused kernel; adamw-8bit: bitsandbytes; adafactor: "
+                        "torch.optim.Adafactor; sgd-momentum: momentum 0.9; none: no step")
+    q.add_argument("--lora-rank", type=int, default=8, help="LoRA rank r (--mode lora)")
+    q.add_argument("--lora-targets", default="",
+                   help="modules LoRA adapts (--mode lora): comma-separated names (q_proj,v_proj) or all-linear; "
+                        "empty: peft's default for the model type")
+    q.add_argument("--quant", choices=QUANTS, default="none",
+                   help="frozen base of --mode lora: bitsandbytes int8 (LLM.int8), nf4 (with double quantization: "
+                        "QLoRA), nf4-nodq; none: in --dtype")
     q.add_argument("--batch", type=int, default=batch, help="sequences per step (B)" + ("" if batch else
                    "; given alone: find the longest sequence that fits"))
     q.add_argument("--seq", type=int, default=seq, help="training sequence length, or prompt length when generating (S)"
@@ -722,7 +739,7 @@ def params_args(q) -> None:
 
 def memory_args(q) -> None:
     model_args(q)
-    setting_args(q, batch=1, seq=DEFAULT_SEQ, modes=("train", "generate", "forward"), mode_help="train: one optimizer step; generate: prefill + decode; "
+    setting_args(q, batch=1, seq=DEFAULT_SEQ, modes=("train", "lora", "generate", "forward"), mode_help="train: one optimizer step; lora: a step of peft's LoRA (--lora-*, --quant); generate: prefill + decode; "
                                                       "forward: one no-grad forward")
     q.add_argument("--backend", choices=("fake", "cuda"), default="fake", help="fake: CPU fake tensors; cuda: this machine's GPU")
     gpu_args(q)
@@ -756,7 +773,8 @@ def fit_args(q) -> None:
     model_args(q)
     gpu_args(q)
     # --mode lora: LoRA runs are another branch's MemorySpec fields; not in this one yet (README)
-    setting_args(q, batch=None, seq=None, modes=("train", "generate"), mode_help="train: one optimizer step; generate: prefill + decode")
+    setting_args(q, batch=None, seq=None, modes=("train", "lora", "generate"),
+                 mode_help="train: one optimizer step; lora: a step of peft's LoRA (--lora-*, --quant); generate: prefill + decode")
     q.add_argument("--world-size", type=int, help="N data-parallel ranks: answer per rank under --strategy (FSDP2 on a "
                                                   "fake process group)")
     q.add_argument("--strategy", choices=("ddp", "fsdp", "zero2", "zero3"),

@@ -212,8 +212,10 @@ def catalogue() -> list[Figure]:
             published_unit="B",
             covers="live bytes after the optimizer step of a LoRA fine-tune",
             compare="steady",
-            spec=peft_ft,
-            needs="LoRA (r=32, alpha 64, on q_proj and v_proj, frozen bf16 base weights)",
+            spec={**peft_ft, "mode": "lora", "lora_rank": 32, "lora_targets": "q_proj,v_proj"},
+            setup="experiments/lora/llama-3.2-3B-rank32/adapter_config.json: r 32, lora_alpha 64, dropout 0, "
+                  "target_modules null (peft's default for llama: q_proj, v_proj); the bf16 base frozen, the "
+                  "adapters fp32 (peft's autocast_adapter_dtype); train_config as peft-metamathqa-full-ft.",
         ),
         Figure(
             id="torchtune-llama3.2-3b-packed",
@@ -267,10 +269,10 @@ def catalogue() -> list[Figure]:
             quote="| Llama 3.1 8B | LoRA | 1x A6000 | 30.3 GiB  | 4699 |",
             gpu="RTX A6000",
             published="30.3",
-            spec={**tune8b, "optimizer": "adamw"},
+            spec={**tune8b, "optimizer": "adamw", "mode": "lora", "lora_rank": 8, "lora_targets": "q_proj,v_proj"},
             setup=tune_table_setup + " Config: LoRA rank 8, alpha 16 on q_proj and v_proj, torch.optim.AdamW, "
                                      "activation checkpointing, CEWithChunkedOutputLoss.",
-            needs="LoRA (r=8 on q_proj, v_proj), torch.compile, chunked cross-entropy",
+            needs="torch.compile, chunked cross-entropy",
             **tune_table_common,
         ),
         Figure(
@@ -280,10 +282,11 @@ def catalogue() -> list[Figure]:
             quote="| Llama 3.1 8B | QLoRA | 1x 4090 | 7.4 GiB | 2413  |",
             gpu="RTX 4090",
             published="7.4",
-            spec={**tune8b, "optimizer": "adamw"},
+            spec={**tune8b, "optimizer": "adamw", "mode": "lora", "lora_rank": 8, "quant": "nf4",
+                  "lora_targets": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"},
             setup=tune_table_setup + " Config: NF4 base weights, LoRA rank 8, alpha 16 on q, k, v, output_proj and "
                                      "the MLP, torch.optim.AdamW, activation checkpointing, CEWithChunkedOutputLoss.",
-            needs="QLoRA (NF4 base weights, LoRA r=8 on attention and MLP), torch.compile, chunked cross-entropy",
+            needs="torchao's NF4 tensor (ours: bitsandbytes' NF4), torch.compile, chunked cross-entropy",
             **tune_table_common,
         ),
         Figure(

@@ -1,10 +1,10 @@
 """Every private or internal PyTorch API this project relies on, in one place.
 
 torch gives no public way to: intercept every op (TorchDispatchMode), flatten a pytree, build a
-module on fake tensors (FakeTensorMode), identify a storage (UntypedStorage._cdata), reach a
-DTensor's local shard, follow FSDP2's storage resizes, run collectives on one process (the fake
-process group), read FSDP2's unsharded parameter buffers, or wrap a model in FSDP2's DDP
-(`replicate`). Each is reached through a function here, so a torch release that moves one breaks
+module on fake tensors (FakeTensorMode) or step out of that mode for a moment, identify a storage
+(UntypedStorage._cdata), reach a DTensor's local shard, follow FSDP2's storage resizes, run
+collectives on one process (the fake process group), read FSDP2's unsharded parameter buffers, or
+wrap a model in FSDP2's DDP (`replicate`). Each is reached through a function here, so a torch release that moves one breaks
 one module, with one clear message. TESTED_TORCH lists the releases the test suite has passed on
 (pyproject.toml's [tool.verify] says the same; a test keeps the two equal).
 """
@@ -33,6 +33,23 @@ def fake_mode():
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     return FakeTensorMode(allow_non_fake_inputs=True)
+
+
+def is_fake(t) -> bool:
+    """Whether `t` is a FakeTensor (shapes and dtypes, no values)."""
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    return isinstance(t, FakeTensor)
+
+
+@contextmanager
+def outside_fake_mode():
+    """Leave the active FakeTensorMode (if any) for the block: tensors made inside are real (a
+    library that builds a lookup table with .tolist() at construction needs real values)."""
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+    with unset_fake_temporarily():
+        yield
 
 
 def storage_key(storage) -> int:

@@ -27,15 +27,91 @@ def gradients(N: int, p: int) -> dict[str, int]:
     return {"N·p": N * p}
 
 
-def optimizer_state(N: int, T: int, p: int, optimizer: str) -> dict[str, int]:
-    """torch.optim state kept between steps: Adam/AdamW keep exp_avg and exp_avg_sq in the
-    parameter's dtype (p bytes) and one fp32 step counter per parameter tensor (T tensors);
-    SGD without momentum keeps nothing."""
-    if optimizer in ("adam", "adamw"):
+BNB_MIN_8BIT_SIZE = 4096  # bitsandbytes Optimizer2State: tensors with fewer elements keep fp32 state (min_8bit_size)
+BNB_BLOCK = 256  # bitsandbytes' 8-bit optimizer state: one fp32 absmax per 256 elements (Optimizer2State.init_state)
+BNB_QMAP = 256 * FP32  # one 256-entry fp32 quantization map (create_dynamic_map), shared by all tensors
+
+
+def optimizer_state(N: int, T: int, p: int, optimizer: str, shapes: list[tuple[int, ...]] | None = None) -> dict[str, int]:
+    """The optimizer's state kept between steps for N trainable parameters in T tensors of p bytes
+    per element (`shapes`: the T tensors' shapes, needed where the state depends on them).
+
+    adam, adamw, adamw-fused (torch.optim): exp_avg and exp_avg_sq in the parameter's dtype and one
+      fp32 step counter per tensor (torch/optim/adam.py, Adam._init_group).
+    adamw-8bit (bitsandbytes.optim.AdamW8bit; bitsandbytes/optim/optimizer.py,
+      Optimizer2State.init_state): a tensor of n ≥ 4096 elements keeps state1 and state2 in uint8
+      (n bytes each) and absmax1, absmax2 in fp32 (one per 256 elements each); a smaller tensor keeps
+      state1 and state2 in fp32; the two 256-entry fp32 maps (qmap1 "dynamic", qmap2 "udynamic")
+      are shared by every tensor; the step counter is a Python int.
+    adafactor (torch.optim.Adafactor; torch/optim/_adafactor.py, Adafactor._init_group): for a
+      tensor of 2 or more dimensions a row factor (the size without the last dimension) and a column
+      factor (without the second-to-last) in the gradient's dtype; for a 1-D tensor the full
+      variance; one fp32 step counter per tensor; no first moment.
+    sgd-momentum (torch.optim.SGD, momentum > 0): one momentum buffer per parameter; sgd: nothing.
+    """
+    if optimizer in ("adam", "adamw", "adamw-fused"):
         return {"exp_avg N·p": N * p, "exp_avg_sq N·p": N * p, "step 4·T": STEP_BYTES * T}
     if optimizer == "sgd":
         return {}
-    raise ValueError(f"unknown optimizer {optimizer!r}; choose adamw, adam or sgd")
+    if optimizer == "sgd-momentum":
+        return {"momentum_buffer N·p": N * p}
+    if optimizer in ("adamw-8bit", "adafactor"):
+        if shapes is None:
+            raise ValueError(f"the state of {optimizer} depends on each tensor's shape; no shapes were given")
+        if len(shapes) != T or sum(numel(s) for s in shapes) != N:
+            raise ValueError(f"shapes hold {len(shapes)} tensors of {sum(numel(s) for s in shapes)} elements, not T = {T}, N = {N}")
+        return _adamw_8bit(shapes) if optimizer == "adamw-8bit" else _adafactor(shapes, p)
+    raise ValueError(f"unknown optimizer {optimizer!r}; choose adamw, adamw-fused, adamw-8bit, adafactor, adam, sgd or sgd-momentum")
+
+
+def numel(shape: tuple[int, ...]) -> int:
+    """Elements of a tensor of `shape`."""
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _adamw_8bit(shapes: list[tuple[int, ...]]) -> dict[str, int]:
+    big = [numel(s) for s in shapes if numel(s) >= BNB_MIN_8BIT_SIZE]
+    small = [numel(s) for s in shapes if numel(s) < BNB_MIN_8BIT_SIZE]
+    return {
+        "state1+state2 uint8 2·n (n ≥ 4096)": 2 * sum(big),
+        "absmax1+absmax2 fp32 2·4·⌈n/256⌉": 2 * FP32 * sum(-(-n // BNB_BLOCK) for n in big),
+        "state1+state2 fp32 2·4·n (n < 4096)": 2 * FP32 * sum(small),
+        "qmap1+qmap2 2·256·4 (shared)": 2 * BNB_QMAP if big else 0,
+    }
+
+
+def _adafactor(shapes: list[tuple[int, ...]], p: int) -> dict[str, int]:
+    matrices = [s for s in shapes if len(s) > 1]
+    return {
+        "row_var p·n/last": p * sum(numel(s) // s[-1] for s in matrices),
+        "col_var p·n/second-to-last": p * sum(numel(s) // s[-2] for s in matrices),
+        "variance p·n (1-D)": p * sum(numel(s) for s in shapes if len(s) <= 1),
+        "step 4·T": STEP_BYTES * len(shapes),
+    }
+
+
+def bnb_4bit_weight(n: int, nested: bool, blocksize: int = 64) -> dict[str, int]:
+    """bitsandbytes' storage of one n-element weight in 4 bits (functional.quantize_4bit with uint8
+    storage, the layout its fake kernel declares in bitsandbytes/_ops.py): two values per byte, the
+    16-entry fp32 code of NF4 (get_4bit_type) and one absmax per block of 64 weights: fp32, or,
+    double-quantized (compress_statistics; quantize_blockwise of absmax − mean with blocks of 256),
+    uint8 with one fp32 absmax per 256 blocks, the layer's own copy of the 256-entry fp32 dynamic
+    code and the fp32 mean (offset)."""
+    blocks = -(-n // blocksize)
+    terms = {"packed ⌈n/2⌉": (n + 1) // 2, "code 16·4": 16 * FP32}
+    if not nested:
+        return {**terms, "absmax fp32 4·⌈n/64⌉": FP32 * blocks}
+    return {**terms, "absmax uint8 ⌈n/64⌉": blocks, "nested absmax fp32 4·⌈blocks/256⌉": FP32 * -(-blocks // 256),
+            "nested code 256·4": BNB_QMAP, "offset 4": FP32}
+
+
+def bnb_int8_weight(rows: int, cols: int) -> dict[str, int]:
+    """bitsandbytes' LLM.int8 storage of a rows × cols weight (Int8Params._quantize:
+    int8_vectorwise_quant): the int8 matrix CB and one fp32 scale per row (SCB)."""
+    return {"CB rows·cols": rows * cols, "SCB 4·rows": FP32 * rows}
 
 
 def kv_cache(L: int, B: int, T: int, n_kv: int, d_head: int, p: int) -> dict[str, int]:

@@ -35,8 +35,10 @@ import torch
 from verify.formulas import cuda as C
 from verify.formulas.params import total
 from verify.measure.memory import Category, MemoryResult, MemorySpec
+from verify.measure.quant import bitsandbytes, bnb_state_tensors, cuda_bnb
 from verify.measure.steps import Hooks, autocast_context, cache_tensors, forward_step, generate_greedy, prepare_training, train_step
 from verify.measure.tracker import Tracker
+from verify.torchapi import TorchDispatchMode, is_fake
 
 
 GPU = C.DEFAULT_GPU  # the GPU whose terms the fake backend adds (spec.gpu_terms)
@@ -59,7 +61,7 @@ def run(spec: MemorySpec, device: str = "fake", config=None, tracker: Tracker | 
     `config`: a transformers config to use instead of loading `spec.model` (sweeps over L, h).
     On fake and cpu tensors CUDA's kernel choices are taken (CudaKernelChoices). Raises
     TraceError (one line) where the model cannot be traced."""
-    from verify.build import build
+    from verify.build import LoraSettings, build
     from verify.configs import load_config, shape
     from verify.torchapi import fake_mode
     from verify.units import torch_dtype, weight_dtype
@@ -68,14 +70,18 @@ def run(spec: MemorySpec, device: str = "fake", config=None, tracker: Tracker | 
         raise ValueError(f"device {device!r}: choose fake, cpu or cuda")
     config = config if config is not None else load_config(spec.model)
     compute = torch_dtype(spec.dtype)
-    weights = weight_dtype(spec.dtype, spec.precision)
+    lora = spec.mode == "lora"
+    weights = compute if lora else weight_dtype(spec.dtype, spec.precision)  # a frozen LoRA base needs no fp32 master copy
     if device == "fake" and shape(config).experts > 1 and weights != torch.bfloat16:
         raise TraceError(f"{spec.model}: MoE experts run torch grouped_mm, whose fake-tensor kernel takes bf16 only; "
                          "use --dtype bf16 --precision pure")
+    if lora or spec.optimizer == "adamw-8bit":
+        bitsandbytes()  # imported now: its module-level lookup tables must be real tensors, made outside the trace
     mode = fake_mode() if device == "fake" else contextlib.nullcontext()
     t0 = time.perf_counter()
     try:
-        model = build(config, device=device, dtype=weights, attn=spec.attn, fake_mode=mode if device == "fake" else None)
+        model = build(config, device=device, dtype=weights, attn=spec.attn, fake_mode=mode if device == "fake" else None,
+                      lora=LoraSettings(spec.lora_rank, spec.lora_targets, spec.quant) if lora else None)
     except ValueError as e:
         if "attention implementation" in str(e):
             raise TraceError(f"{spec.model}: transformers has no {spec.attn} attention for {config.model_type}; use --attn eager") from e
@@ -83,17 +89,20 @@ def run(spec: MemorySpec, device: str = "fake", config=None, tracker: Tracker | 
     try:
         t_build = time.perf_counter() - t0
         kernels = contextlib.nullcontext() if device == "cuda" else CudaKernelChoices()
+        bnb_kernels = cuda_bnb() if lora and spec.quant != "none" and device != "cuda" else contextlib.nullcontext()
         tracker = tracker if tracker is not None else Tracker()
         gpu = spec.gpu_terms and device != "cuda"
         notes: dict[str, int] = {}
         if gpu:
             tracker.model_gpu(cuda_ops(GPU, notes))
-        with mode, _as_real_runs(device), kernels, tracker:
+        with mode, _as_real_runs(device), kernels, tracker, bnb_kernels:
             tracker.add(list(model.buffers()), Category.BUFFERS)
             tracker.add(list(model.parameters()), Category.PARAMS)
+            quant_state = bnb_state_tensors(model) if lora and spec.quant != "none" else []
+            tracker.add(quant_state, Category.PARAMS)  # absmax, codes, scales: storage of the quantized weights
             ids = torch.randint(0, config.vocab_size, (spec.batch, spec.seq), dtype=torch.long,
                                 device=next(model.parameters()).device)
-            if spec.mode == "train":
+            if spec.mode in ("train", "lora"):
                 fields = _train(model, spec, compute, ids, tracker, emulate=device != "cuda")
             elif spec.mode == "forward":
                 fields = _forward(model, ids, tracker)
@@ -107,6 +116,11 @@ def run(spec: MemorySpec, device: str = "fake", config=None, tracker: Tracker | 
     t_total = time.perf_counter() - t0
     extra = {"device": device, "build_s": round(t_build, 3), "trace_s": round(t_total - t_build, 3)}
     at_peak = {k: v for k, v in tracker.at_peak.items() if v}
+    trainable = [p for p in model.parameters() if p.requires_grad] if spec.mode in ("train", "lora") else []
+    if lora:
+        extra["lora"] = {"adapter_bytes": _storage_bytes(trainable),
+                         "frozen_bytes": _storage_bytes(p for p in model.parameters() if not p.requires_grad),
+                         "quant_state_bytes": _storage_bytes(quant_state)}
     peak, peak_phase, terms = tracker.peak, tracker.peak_phase, {}
     if gpu:
         at = tracker.gpu_peak_at
@@ -131,8 +145,17 @@ def run(spec: MemorySpec, device: str = "fake", config=None, tracker: Tracker | 
         phases=dict(tracker.phase_peaks),
         snapshots=dict(tracker.snapshots),
         extra=extra,
+        trainable_params=sum(p.numel() for p in trainable),
         **fields,
     )
+
+
+def _storage_bytes(tensors) -> int:
+    """Bytes of the distinct storages behind `tensors`."""
+    from verify.torchapi import storage_key, storages
+
+    seen = {storage_key(st): st.nbytes() for t in tensors for st in storages(t)}
+    return sum(seen.values())
 
 
 @contextlib.contextmanager
@@ -183,6 +206,7 @@ def _train(model, spec: MemorySpec, compute: torch.dtype, ids, tracker: Tracker,
     # the recompute of checkpointed layers runs inside backward, outside the function mode: give it its own
     context_fn = (lambda: (contextlib.nullcontext(), CudaKernelChoices())) if emulate else None
     optimizer = prepare_training(model, spec.optimizer, spec.checkpointing, context_fn=context_fn)
+    optimizer = _ScalarsAnswered.around(optimizer) if emulate else optimizer
     params = [p for p in model.parameters() if p.requires_grad]
     for p in params:
         p.register_post_accumulate_grad_hook(lambda p: tracker.relabel(p.grad, Category.GRADS))
@@ -212,6 +236,32 @@ def _train(model, spec: MemorySpec, compute: torch.dtype, ids, tracker: Tracker,
         "activations_bytes": boundary["total"] - persistent,
         "kv_cache_bytes": 0,
     }
+
+
+class _ScalarsAnswered(TorchDispatchMode):
+    """On fake tensors a scalar read (`.item()`: aten._local_scalar_dense) has no value. torch's
+    Adafactor reads its step counters and the norms of parameters and updates that way, only to
+    compute its step sizes, which decide no allocation: inside an optimizer step such a read of a
+    fake tensor answers 1 (real tensors answer as usual)."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default and is_fake(args[0]):
+            return True if args[0].dtype == torch.bool else 1.0 if args[0].dtype.is_floating_point else 1
+        return func(*args, **(kwargs or {}))
+
+    @staticmethod
+    def around(optimizer):
+        """`optimizer` (or None) with its step run under this mode."""
+        if optimizer is None:
+            return None
+        step = optimizer.step
+
+        def answered_step(*args, **kwargs):
+            with _ScalarsAnswered():
+                return step(*args, **kwargs)
+
+        optimizer.step = answered_step
+        return optimizer
 
 
 def _forward(model, ids, tracker: Tracker) -> dict:

@@ -11,11 +11,15 @@ import torch
 from torch import nn
 
 
-def _peft(model: nn.Module, config) -> nn.Module:
+def peft_lora(model: nn.Module, config) -> nn.Module:
     """peft's get_peft_model, without the FutureWarning transformers raises inside it, peft's note
-    that it switches fan_in_fan_out on for GPT-2's Conv1D, and its note on Mixtral's unused patterns."""
+    that it switches fan_in_fan_out on for GPT-2's Conv1D, its note on Mixtral's unused patterns,
+    and the note bitsandbytes (which peft imports) logs about an optional CPU kernels package."""
     import warnings
 
+    from verify.measure.quant import bitsandbytes
+
+    bitsandbytes()
     from peft import get_peft_model
 
     with warnings.catch_warnings():
@@ -58,7 +62,7 @@ def seed_layer(spec: SeedLoraSpec = SeedLoraSpec()) -> dict:
     base = SeedLayer(spec.d_in, spec.d_out)
     W = base.W.weight.detach().clone()  # (d_out, d_in): nn.Linear stores W transposed
     # init_lora_weights=False: B random too, so ΔW ≠ 0 and the merge is a real test
-    model = _peft(base, LoraConfig(r=spec.r, lora_alpha=spec.alpha, target_modules=["W"], init_lora_weights=False))
+    model = peft_lora(base, LoraConfig(r=spec.r, lora_alpha=spec.alpha, target_modules=["W"], init_lora_weights=False))
     layer = model.base_model.model.W
     A = layer.lora_A["default"].weight  # (r, d_in): the seed's A (d_in × r) transposed
     B = layer.lora_B["default"].weight  # (d_out, r): the seed's B (r × d_out) transposed
@@ -115,7 +119,7 @@ def wrapped_modules(model_name: str, target_modules: str | list[str] | None = No
     model = build(load_config(model_name), device=device)
     linear_like = {n for n, m in model.named_modules() if type(m).__name__ in ("Linear", "Conv1D")}
     try:
-        peft_model = _peft(model, LoraConfig(r=r, target_modules=target_modules))
+        peft_model = peft_lora(model, LoraConfig(r=r, target_modules=target_modules))
     except NoMatchingPeftModuleError as e:
         return {"model": model_name, "target_modules": target_modules or "peft default", "wrapped": 0, "error": str(e)}
     layers = {n.removeprefix("base_model.model."): m.base_layer for n, m in peft_model.named_modules() if isinstance(m, LoraLayer)}
@@ -197,7 +201,7 @@ class _Trainer:
         torch.manual_seed(spec.seed)
         model = build(config, device=spec.device)
         if mode == "lora":
-            model = _peft(model, LoraConfig(r=spec.r, target_modules=spec.target_modules))
+            model = peft_lora(model, LoraConfig(r=spec.r, target_modules=spec.target_modules))
         self.mode, self.model, self.cuda = mode, model.train(), spec.device == "cuda"
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(self.params, lr=1e-4)

@@ -11,8 +11,10 @@ from dataclasses import asdict, dataclass, field
 
 from verify.units import DEFAULT_PRECISION, DTYPE_NAMES, PRECISIONS
 
-MODES = ("train", "generate", "forward")
-OPTIMIZERS = ("adamw", "adam", "sgd", "none")
+MODES = ("train", "generate", "forward", "lora")
+OPTIMIZERS = ("adamw", "adam", "sgd", "none")  # every backend, sharded runs (verify shard) included
+MEMORY_OPTIMIZERS = OPTIMIZERS + ("adamw-fused", "adamw-8bit", "adafactor", "sgd-momentum")  # single-device runs
+QUANTS = ("none", "int8", "nf4", "nf4-nodq")  # the frozen base of --mode lora: as built, or bitsandbytes int8 / NF4
 LOSSES = ("ce", "sum")
 ATTNS = ("eager", "sdpa", "flash")
 BACKENDS = ("fake", "cuda")
@@ -36,11 +38,14 @@ class MemorySpec:
 
     model: str  # bundled name or config.json path
     mode: str = "train"  # "train": forward, loss, backward, optimizer step; "generate": prefill + decode;
-    # "forward": one forward under torch.no_grad() without a cache, every position's logits kept
+    # "forward": one forward under torch.no_grad() without a cache, every position's logits kept;
+    # "lora": the training step of peft's LoRA: frozen base in dtype (or quantized), fp32 adapters trained
     backend: str = "fake"  # "fake" (FakeTensorMode on CPU) or "cuda"
-    dtype: str = "bf16"  # weight dtype; under precision="mixed" the autocast dtype (weights stay fp32)
+    dtype: str = "bf16"  # weight dtype; under precision="mixed" the autocast dtype (weights stay fp32; a LoRA
+    # base stays in dtype: frozen weights need no master copy)
     precision: str = DEFAULT_PRECISION  # "pure": everything in dtype; "mixed": fp32 master weights + autocast(dtype)
-    optimizer: str = "adamw"  # adamw | adam | sgd (plain SGD: no state) | none (forward and backward only)
+    optimizer: str = "adamw"  # adamw | adam | sgd (plain SGD: no state) | none (forward and backward only) |
+    # adamw-fused | adamw-8bit (bitsandbytes) | adafactor (torch.optim) | sgd-momentum (0.9): MEMORY_OPTIMIZERS
     loss: str = "ce"  # "ce": the model's own cross-entropy (labels = inputs); "sum": logits.sum(), as some benchmarks do
     batch: int = 1  # B
     seq: int = 2048  # S: training sequence length, or the prompt length when generating
@@ -49,6 +54,11 @@ class MemorySpec:
     # what transformers picks for the architecture (sdpa where the model class supports it, else eager; attention_used says which)
     checkpointing: bool = False  # activation checkpointing of every decoder layer
     gpu_terms: bool = True  # when the backend is fake, add the modelled CUDA terms (verify/formulas/cuda.py) to the peak
+    lora_rank: int = 8  # r of every LoRA adapter (mode "lora")
+    lora_targets: str = ""  # mode "lora": "" = peft's default target modules for the model type, "all-linear",
+    # or comma-separated module names (q_proj,v_proj)
+    quant: str = "none"  # mode "lora": the frozen base as built (none) or quantized by bitsandbytes: int8 | nf4
+    # (NF4 with double quantization, as QLoRA) | nf4-nodq (NF4, fp32 absmax)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -77,18 +87,19 @@ class MemoryResult:
     traced_peak_bytes: int = 0  # the peak of the traced tensors alone (the tracker's figure, on every backend)
     cuda_terms: dict[str, int] = field(default_factory=dict)  # fake with gpu_terms: what a GPU adds at the peak moment,
     # term -> bytes, summing to peak_bytes - traced_peak_bytes; empty where the GPU itself is measured or gpu_terms is off
+    trainable_params: int = 0  # parameters the optimizer updates (train: all; lora: the adapters; else 0)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def common_checks(spec) -> list[tuple[bool, str]]:
+def common_checks(spec, optimizers: tuple[str, ...] = OPTIMIZERS) -> list[tuple[bool, str]]:
     """(ok, message) checks of the fields MemorySpec and ShardSpec share: dtype, precision,
-    optimizer, batch, seq."""
+    optimizer (one of `optimizers`), batch, seq."""
     return [
         (spec.dtype in DTYPE_NAMES, f"dtype {spec.dtype!r} is not one of {', '.join(DTYPE_NAMES)}"),
         (spec.precision in PRECISIONS, f"precision {spec.precision!r} is not one of {', '.join(PRECISIONS)}"),
-        (spec.optimizer in OPTIMIZERS, f"optimizer {spec.optimizer!r} is not one of {', '.join(OPTIMIZERS)}"),
+        (spec.optimizer in optimizers, f"optimizer {spec.optimizer!r} is not one of {', '.join(optimizers)}"),
         (spec.batch > 0, f"batch must be positive, got {spec.batch}"),
         (spec.seq > 0, f"seq must be positive, got {spec.seq}"),
     ]
@@ -106,7 +117,7 @@ def validate(spec: MemorySpec, shape) -> None:
     checks = [
         (spec.mode in MODES, f"mode {spec.mode!r} is not one of {', '.join(MODES)}"),
         (spec.backend in BACKENDS, f"backend {spec.backend!r} is not one of {', '.join(BACKENDS)}"),
-        *common_checks(spec),
+        *common_checks(spec, MEMORY_OPTIMIZERS),
         (spec.attn is None or spec.attn in ATTNS, f"attention {spec.attn!r} is not one of {', '.join(ATTNS)}"),
         (spec.new_tokens >= 0, f"new-tokens must be zero or positive, got {spec.new_tokens}"),
         (spec.loss in LOSSES, f"loss {spec.loss!r} is not one of {', '.join(LOSSES)}"),
@@ -116,8 +127,14 @@ def validate(spec: MemorySpec, shape) -> None:
             "--dtype fp32 with mixed makes no sense (use --precision pure for fp32)",
         ),
         (
-            not (spec.mode != "train" and (spec.checkpointing or spec.precision == "mixed")),
-            "--checkpointing and --precision mixed apply to training only (--mode train)",
+            not (spec.mode not in ("train", "lora") and (spec.checkpointing or spec.precision == "mixed")),
+            "--checkpointing and --precision mixed apply to training only (--mode train or lora)",
+        ),
+        (spec.quant in QUANTS, f"quant {spec.quant!r} is not one of {', '.join(QUANTS)}"),
+        (spec.lora_rank > 0, f"lora-rank must be positive, got {spec.lora_rank}"),
+        (
+            spec.mode == "lora" or (spec.quant == "none" and spec.lora_rank == 8 and not spec.lora_targets),
+            "--quant, --lora-rank and --lora-targets apply to --mode lora",
         ),
     ]
     raise_first(checks)

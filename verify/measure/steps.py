@@ -32,22 +32,43 @@ class Hooks:
 
 
 def make_optimizer(name: str, params, foreach: bool = True):
-    """The optimizer a training run uses, with torch's defaults except `foreach`; None for "none".
+    """The optimizer a training run uses over the parameters that require grad, with its library's
+    defaults except lr = 1e-4 and `foreach`; None for "none".
 
     foreach=True is what torch picks by default for CUDA tensors; it is passed explicitly so that
     the fake backend (whose tensors torch would otherwise step one by one) allocates the same
-    foreach temporaries as a real GPU run.
+    foreach temporaries as a real GPU run. The others:
+      adamw-fused   torch.optim.AdamW(fused=True): one fused kernel per device and dtype
+                    (torch._fused_adamw_), no foreach temporaries; its step counters live on the device
+      adamw-8bit    bitsandbytes.optim.AdamW8bit: uint8 moments with an fp32 absmax per 256 elements
+                    for tensors of 4096 elements or more, fp32 moments below (min_8bit_size)
+      adafactor     torch.optim.Adafactor: factored second moment (a row and a column vector per
+                    matrix, the full vector for 1-D tensors), no first moment
+      sgd-momentum  torch.optim.SGD(momentum=0.9): one momentum buffer per parameter
     """
     if name == "none":
         return None
     params = [p for p in params if p.requires_grad]
     if name == "adamw":
         return torch.optim.AdamW(params, lr=1e-4, foreach=foreach)
+    if name == "adamw-fused":
+        return torch.optim.AdamW(params, lr=1e-4, fused=True)
+    if name == "adamw-8bit":
+        from verify.measure.quant import bitsandbytes
+        from verify.torchapi import outside_fake_mode
+
+        with outside_fake_mode():  # it builds its two 256-entry quantization maps with .tolist()
+            return bitsandbytes().optim.AdamW8bit(params, lr=1e-4)
+    if name == "adafactor":
+        return torch.optim.Adafactor(params, lr=1e-4, foreach=foreach)
     if name == "adam":
         return torch.optim.Adam(params, lr=1e-4, foreach=foreach)
     if name == "sgd":
         return torch.optim.SGD(params, lr=1e-4, foreach=foreach)
-    raise ValueError(f"unknown optimizer {name!r}; choose adamw, adam, sgd or none")
+    if name == "sgd-momentum":
+        return torch.optim.SGD(params, lr=1e-4, momentum=0.9, foreach=foreach)
+    raise ValueError(f"unknown optimizer {name!r}; choose adamw, adamw-fused, adamw-8bit, adafactor, adam, sgd, "
+                     "sgd-momentum or none")
 
 
 def prepare_training(model, optimizer: str, checkpointing: bool, context_fn=None):

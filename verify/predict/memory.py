@@ -51,10 +51,40 @@ def embedding_backward(s, spec) -> dict[str, int]:
     return {"grad of the embedding output p·nh": p * spec.batch * spec.seq * s.h}
 
 
-def optimizer_transient(N: int, p: int, optimizer: str) -> dict[str, int]:
-    """torch's foreach Adam(W) step holds one temporary per parameter (sqrt of exp_avg_sq, p bytes);
-    foreach SGD updates in place."""
-    return {"foreach sqrt(v) N·p": N * p} if optimizer in ("adam", "adamw") else {}
+def optimizer_transient(N: int, p: int, optimizer: str, shapes: list[tuple[int, ...]] | None = None) -> dict[str, int]:
+    """The temporaries of one optimizer step at their highest, beside the state and the grads, for
+    N trainable parameters of p bytes (`shapes`: the trainable tensors' shapes in registration
+    order, needed by adafactor; one device and dtype assumed).
+
+    adam, adamw: torch's foreach step holds one temporary per parameter, the sqrt of exp_avg_sq
+      (torch/optim/adam.py, _multi_tensor_adam: torch._foreach_sqrt), p bytes.
+    adamw-fused: none (_fused_adam runs torch._fused_adamw_ in place per device and dtype).
+    adamw-8bit: none (bitsandbytes' blockwise 8-bit kernel updates p, state and absmax in place:
+      bitsandbytes/optim/optimizer.py, Optimizer2State.update_step).
+    sgd, sgd-momentum: none (foreach mul_ / add_ in place).
+    adafactor (torch/optim/_adafactor.py, _multi_tensor_adafactor): tensors are grouped into
+      matrices and 1-D tensors, in the order their kinds first appear. A matrix group holds its
+      full variance estimates row_var @ col_var (n·p each) and the row_var means (one element
+      each); a 1-D group holds grad² and then a clone of the variance (n·p each). The estimates of
+      the group before stay referenced (`var_estimates`, `updates`) until the next group rebinds
+      them.
+    """
+    if optimizer in ("adam", "adamw"):
+        return {"foreach sqrt(v) N·p": N * p}
+    if optimizer != "adafactor":
+        return {}
+    if shapes is None:
+        raise ValueError("adafactor's step temporaries depend on each tensor's shape; no shapes were given")
+    matrices = sum(M.numel(s) for s in shapes if len(s) > 1) * p
+    means = sum(1 for s in shapes if len(s) > 1) * p
+    vectors = sum(M.numel(s) for s in shapes if len(s) <= 1) * p
+    if not vectors or not matrices:
+        return {"var estimates n·p": matrices + vectors, "row_var means p per matrix": means if matrices else 0}
+    if len(shapes[0]) > 1:  # matrices first: their estimates stay while the 1-D group's grad² (then clones) exist
+        if vectors >= means:
+            return {"matrix var estimates n·p": matrices, "1-D grad² n·p": vectors}
+        return {"matrix var estimates n·p": matrices, "row_var means p per matrix": means}
+    return {"1-D var estimates n·p": vectors, "matrix var estimates n·p": matrices, "row_var means p per matrix": means}
 
 
 def covered(s, spec) -> str | None:
