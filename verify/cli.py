@@ -154,7 +154,7 @@ def cmd_memory(args) -> int:
     spec = MemorySpec(
         model=args.model, mode=args.mode, backend=args.backend, dtype=args.dtype, precision=args.precision,
         optimizer=args.optimizer, batch=args.batch, seq=args.seq, new_tokens=args.new_tokens, attn=args.attn,
-        checkpointing=args.checkpointing, loss=args.loss,
+        checkpointing=args.checkpointing, loss=args.loss, cache=args.cache,
     )
     try:
         validate(spec, s)
@@ -167,6 +167,8 @@ def cmd_memory(args) -> int:
             require_cuda()
         except ValueError as e:
             raise UsageError(str(e)) from None
+    elif spec.backend == "cpu":
+        from verify.measure.cpu import measure
     else:
         from verify.measure.fake import measure
     # I2 compares generation with training: the other mode, same model, dtype, batch and prompt
@@ -285,7 +287,7 @@ def cmd_report(args) -> int:
 
     if args.backend == "auto" and not args.quiet:
         print("CUDA GPU visible: running every backend (cuda, fake, cpu, meta)" if cuda_available() else
-              "no CUDA GPU visible: running the CPU backends (meta, fake, cpu); the GPU runs and results.json need a GPU",
+              "no CUDA GPU visible: running the CPU backends (meta, fake, cpu), then the CPU ground-truth sweep (results.json)",
               file=sys.stderr, flush=True)
     try:
         paths = report.write(out_dir=Path(args.out) if args.out else None, backend=args.backend, only=args.only,
@@ -329,7 +331,7 @@ def cmd_external(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    from verify.measure.memory import ATTNS, DTYPE_NAMES, LOSSES, MODES, OPTIMIZERS, PRECISIONS
+    from verify.measure.memory import ATTNS, CACHES, DTYPE_NAMES, LOSSES, MODES, OPTIMIZERS, PRECISIONS
 
     p = argparse.ArgumentParser(prog="python -m verify", description="Check transformer parameter and memory claims against real modules.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -342,7 +344,8 @@ def parser() -> argparse.ArgumentParser:
     q = sub.add_parser("memory", help="memory of a training step or of generation, by category")
     q.add_argument("model")
     q.add_argument("--mode", choices=MODES, default="train")
-    q.add_argument("--backend", choices=("fake", "cuda"), default="fake")
+    q.add_argument("--backend", choices=("fake", "cpu", "cuda"), default="fake",
+                   help="fake: fake tensors (any size); cpu: real CPU tensors, the CPU allocator's peak; cuda: a GPU")
     q.add_argument("--dtype", choices=DTYPE_NAMES, default="bf16")
     q.add_argument("--precision", choices=PRECISIONS, default="pure",
                    help="pure: everything in --dtype; mixed: fp32 master weights with autocast to --dtype")
@@ -351,6 +354,8 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--seq", type=int, default=2048, help="training sequence length, or prompt length when generating")
     q.add_argument("--new-tokens", type=int, default=16, help="tokens to decode after the prompt (generate)")
     q.add_argument("--attn", choices=ATTNS, default="sdpa")
+    q.add_argument("--cache", choices=CACHES, default="dynamic",
+                   help="generate: transformers' DynamicCache, or the StaticCache generate() preallocates to S + N - 1 positions")
     q.add_argument("--checkpointing", action="store_true", help="activation checkpointing of every decoder layer")
     q.add_argument("--loss", choices=LOSSES, default="ce",
                    help="ce: the model's cross-entropy (labels = inputs); sum: logits.sum(), as some benchmarks do (train)")

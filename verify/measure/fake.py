@@ -1,15 +1,17 @@
 """The fake backend: a training step or a generation traced under FakeTensorMode on the CPU, every
 storage counted by the Tracker, nothing real allocated; any model size on any machine.
 
-`run(spec, device="cpu")` runs the very same code on real CPU tensors (tiny models), which is how
-the tests check the fake figures against reality; `run(spec, device="cuda", tracker=...)` is what
-the cuda backend calls. Off the GPU, two adjustments make the trace count what a GPU step keeps:
+`run(spec, device="cpu", tracker=...)` runs the very same code on real CPU tensors, which is what
+the cpu backend (cpu.py: the CPU allocator's own peak) calls and how the tests check the fake
+figures against reality; `run(spec, device="cuda", tracker=...)` is what the cuda backend calls. Off the GPU, two adjustments make the trace count what a GPU step keeps:
 transformers is given the answer a real run gets to a data-dependent mask question
 (`_as_real_runs`), and CUDA's kernel choices are taken where the CPU's keep other tensors
 (`CudaKernelChoices`: dropout masks, SDPA with dropout).
 
-Measured: the second training step (the first creates the optimizer state), or prefill plus
-new_tokens - 1 decode steps. Known differences from a CUDA run that remain: buffers allocated
+Measured: the second training step (the first creates the optimizer state), or a generation of
+new_tokens tokens (the prefill and new_tokens - 1 decode steps): transformers' generate() on real
+tensors, its written-out loop on fake ones (steps.generate_greedy), which traces the decode steps
+whose memory can differ and grows the cache through the others. Known differences from a CUDA run that remain: buffers allocated
 inside a kernel are not tensors the tracker sees (cuBLAS and flash workspaces, CUDA's
 embedding-backward partial sums), and LayerNorm's mean and 1/std are kept in the input dtype
 here (fp32 on CUDA: 2·n bytes more per LayerNorm in half precision).
@@ -23,7 +25,8 @@ import time
 import torch
 
 from verify.measure.memory import Category, MemoryResult, MemorySpec
-from verify.measure.steps import Hooks, autocast_context, cache_tensors, forward_step, generate_greedy, prepare_training, train_step
+from verify.measure.steps import (Hooks, autocast_context, cache_tensors, forward_step, generate_greedy, generate_hf, prepare_training,
+                                  train_step)
 from verify.measure.tracker import Tracker
 
 
@@ -36,11 +39,13 @@ def measure(spec: MemorySpec) -> MemoryResult:
     return run(spec, device="fake")
 
 
-def run(spec: MemorySpec, device: str = "fake", config=None, tracker: Tracker | None = None) -> MemoryResult:
-    """Run `spec` on `device` ("fake": FakeTensorMode on the CPU; "cpu": real CPU tensors;
-    "cuda": real GPU tensors, for the cuda backend) under `tracker` (a fresh Tracker if None).
+def run(spec: MemorySpec, device: str = "fake", config=None, tracker: Tracker | None = None, every_step: bool = False) -> MemoryResult:
+    """Run `spec` on `device` ("fake": FakeTensorMode on the CPU; "cpu": real CPU tensors, for the cpu
+    backend; "cuda": real GPU tensors, for the cuda backend) under `tracker` (a fresh Tracker if None).
     `config`: a transformers config to use instead of loading `spec.model` (sweeps over L, h).
-    On fake and cpu tensors CUDA's kernel choices are taken (CudaKernelChoices). Raises
+    On fake and cpu tensors CUDA's kernel choices are taken (CudaKernelChoices). Generation runs
+    transformers' generate() on real tensors and its written-out loop on fake ones, which traces the
+    prefill, the first and the last decode step only (`every_step`: every one of them). Raises
     TraceError (one line) where the model cannot be traced."""
     from verify.build import build
     from verify.configs import load_config, shape
@@ -77,7 +82,7 @@ def run(spec: MemorySpec, device: str = "fake", config=None, tracker: Tracker | 
             elif spec.mode == "forward":
                 fields = _forward(model, ids, tracker)
             else:
-                fields = _generate(model, spec, ids, tracker)
+                fields = _generate(model, spec, ids, tracker, device, every_step)
     except torch.OutOfMemoryError:
         raise  # a real device ran out: the caller records it as a result
     except (NotImplementedError, RuntimeError, TypeError, AttributeError, ValueError) as e:
@@ -188,15 +193,20 @@ def _forward(model, ids, tracker: Tracker) -> dict:
     return {"grads_bytes": 0, "optimizer_bytes": 0, "activations_bytes": tracker.peak - weights, "kv_cache_bytes": 0}
 
 
-def _generate(model, spec: MemorySpec, ids, tracker: Tracker) -> dict:
+def _generate(model, spec: MemorySpec, ids, tracker: Tracker, device: str, every_step: bool = False) -> dict:
     model.eval()
-    tracker.add(ids, Category.ACTIVATIONS)
+    mask = torch.ones_like(ids)  # the attention mask a tokenizer returns beside the ids
+    tracker.add([ids, mask], Category.ACTIVATIONS)
 
     def label(cache):
         tracker.relabel(cache_tensors(cache), Category.KV_CACHE)
 
+    hooks = Hooks(mark=tracker.mark, after_prefill=label, after_token=label, skip=lambda: _peak_kept(tracker))
     tracker.reset_peak()
-    cache = generate_greedy(model, ids, spec.new_tokens, Hooks(mark=tracker.mark, after_prefill=label, after_token=label))
+    if device == "fake":
+        cache = generate_greedy(model, ids, spec.new_tokens, hooks, attention_mask=mask, cache=spec.cache, every_step=every_step)
+    else:
+        cache = generate_hf(model, ids, mask, spec.new_tokens, hooks, cache=spec.cache)
     label(cache)
     kv = tracker.bytes(Category.KV_CACHE)
     weights = tracker.bytes(Category.PARAMS) + tracker.bytes(Category.BUFFERS)
@@ -206,3 +216,13 @@ def _generate(model, spec: MemorySpec, ids, tracker: Tracker) -> dict:
         "activations_bytes": max(tracker.peak - weights - kv, 0),
         "kv_cache_bytes": kv,
     }
+
+
+@contextlib.contextmanager
+def _peak_kept(tracker: Tracker):
+    """Around the work that stands in for decode steps not traced: what it leaves live counts from
+    then on; the peaks (overall, per phase) are those from before it, as no real step holds its
+    temporaries."""
+    kept = tracker.peak, dict(tracker.at_peak), tracker.peak_phase, dict(tracker.phase_peaks)
+    yield
+    tracker.peak, tracker.at_peak, tracker.peak_phase, tracker.phase_peaks = kept
