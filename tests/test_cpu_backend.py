@@ -55,12 +55,17 @@ def test_allocator_peaks_are_cut_at_the_measured_step_and_by_phase():
 
 
 def test_a_run_too_large_for_the_host_is_refused_in_one_line(monkeypatch, capsys):
-    """Where the fake trace's peak plus the margin exceeds MemAvailable, the cpu backend refuses
-    before building anything: HostMemoryError, and `verify memory` prints one line, exit 2."""
-    monkeypatch.setattr(cpu, "available_host_bytes", lambda: 10**9)
+    """Where the weights (meta build) or the fake trace's peak, plus the margin, exceed MemAvailable,
+    the cpu backend refuses before building anything real: HostMemoryError, and `verify memory`
+    prints one line, exit 2."""
     spec = MemorySpec(model="tiny-llama", backend="cpu", seq=16)
-    assert cpu.host_bytes_needed(spec) > 10**9  # the 2 GiB margin alone exceeds it
-    with pytest.raises(cpu.HostMemoryError, match="host memory"):
+    weights_only = cpu.with_margin(cpu.weights_bytes(spec))
+    assert cpu.host_bytes_needed(spec) > weights_only  # training holds grads and Adam's state beside the weights
+    monkeypatch.setattr(cpu, "available_host_bytes", lambda: weights_only)
+    with pytest.raises(cpu.HostMemoryError, match="fake trace's peak"):
+        cpu.measure(spec)
+    monkeypatch.setattr(cpu, "available_host_bytes", lambda: 10**9)  # the 2 GiB margin alone exceeds it
+    with pytest.raises(cpu.HostMemoryError, match="its weights"):
         cpu.measure(spec)
     assert main(["memory", "tiny-llama", "--backend", "cpu", "--seq", "16", "--no-companion"]) == 2
     err = capsys.readouterr().err.strip()

@@ -86,10 +86,25 @@ def available_host_bytes() -> int | None:
         return None
 
 
+def weights_bytes(spec: MemorySpec, config=None) -> int:
+    """Bytes of the model's parameters in the run's weight dtype, from a build on the meta device."""
+    from verify.build import build
+    from verify.configs import load_config
+    from verify.units import weight_dtype
+
+    model = build(config if config is not None else load_config(spec.model), device="meta", dtype=weight_dtype(spec.dtype, spec.precision))
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def with_margin(peak: int) -> int:
+    """Host bytes a run whose device peak is `peak` needs: HOST_MARGIN_FRACTION more, and HOST_MARGIN_BYTES."""
+    return int(peak * (1 + HOST_MARGIN_FRACTION)) + HOST_MARGIN_BYTES
+
+
 def host_bytes_needed(spec: MemorySpec, config=None) -> int:
-    """What the run needs of host memory: the fake trace's peak of the same spec, plus
-    HOST_MARGIN_FRACTION of it and HOST_MARGIN_BYTES. Where the fake backend cannot trace the run
-    (MoE experts off bf16), the weights' bytes from a meta build stand in for its peak."""
+    """What the run needs of host memory: the fake trace's peak of the same spec `with_margin`. Where
+    the fake backend cannot trace the run (MoE experts off bf16), the weights' bytes stand in for
+    its peak."""
     import dataclasses
 
     from verify.measure.fake import TraceError, run
@@ -97,27 +112,27 @@ def host_bytes_needed(spec: MemorySpec, config=None) -> int:
     try:
         peak = run(dataclasses.replace(spec, backend="fake"), device="fake", config=config).peak_bytes
     except TraceError:
-        from verify.build import build
-        from verify.configs import load_config
-        from verify.units import weight_dtype
-
-        dtype = weight_dtype(spec.dtype, spec.precision)
-        model = build(config if config is not None else load_config(spec.model), device="meta", dtype=dtype)
-        peak = sum(p.numel() * p.element_size() for p in model.parameters())
-    return int(peak * (1 + HOST_MARGIN_FRACTION)) + HOST_MARGIN_BYTES
+        peak = weights_bytes(spec, config)
+    return with_margin(peak)
 
 
 def check_host_memory(spec: MemorySpec, config=None) -> tuple[int, int | None]:
-    """Raise HostMemoryError (one line) if the run needs more host memory than is available now;
-    otherwise return (bytes needed, bytes available)."""
+    """Raise HostMemoryError (one line) if the run needs more host memory than is available now
+    (first the weights alone, from a meta build, then the fake trace's peak); otherwise return
+    (bytes needed, bytes available)."""
     from verify.units import fmt_bytes
 
-    need, have = host_bytes_needed(spec, config), available_host_bytes()
-    if have is not None and need > have:
-        raise HostMemoryError(
-            f"{spec.model}: this {spec.mode} run on real CPU tensors needs about {fmt_bytes(need, 'GiB', 1)} of host memory "
-            f"(its fake trace's peak + {HOST_MARGIN_FRACTION:.0%} + {fmt_bytes(HOST_MARGIN_BYTES, 'GiB', 0)}) and "
-            f"{fmt_bytes(have, 'GiB', 1)} is available; use --backend fake, or a smaller --batch / --seq")
+    have = available_host_bytes()
+    if have is None:
+        return host_bytes_needed(spec, config), None
+    for what, estimate, instead in (("its weights", lambda: with_margin(weights_bytes(spec, config)), ""),
+                                    ("its fake trace's peak", lambda: host_bytes_needed(spec, config), ", or a smaller --batch / --seq")):
+        need = estimate()
+        if need > have:
+            raise HostMemoryError(
+                f"{spec.model}: this {spec.mode} run on real CPU tensors needs about {fmt_bytes(need, 'GiB', 1)} of host memory "
+                f"({what} + {HOST_MARGIN_FRACTION:.0%} + {fmt_bytes(HOST_MARGIN_BYTES, 'GiB', 0)}) and {fmt_bytes(have, 'GiB', 1)} "
+                f"is available; use --backend fake{instead}")
     return need, have
 
 
@@ -142,7 +157,7 @@ def allocator_peaks(allocs: list[tuple[int, int, int]], spans: list[tuple[str, i
     starts = [s for name, s, _ in spans if name == f"{SPAN}measured"]
     phases = [(name.split("::")[-1], s, e) for name, s, e in spans if name.startswith(f"{SPAN}phase::")]
     measured_from = starts[-1] if starts else (times[0] if times else 0)
-    end = max([e for _, _, e in phases] + times[-1:] + [measured_from])
+    end = max([e for _, _, e in phases] or times[-1:] or [measured_from])  # the last phase ends when the tracker exits
     per_phase: dict[str, int] = {}
     for name, s, e in phases:
         if e >= measured_from:
