@@ -86,15 +86,17 @@ def main() -> int:
     from verify.bench_fake import bench_generate
 
     print()
-    print("generate: generation traced on fake tensors, fresh interpreter each")
+    print("generate: generation traced on fake tensors (median of 3 fresh interpreters each)")
     runs = bench_generate()
     for r in runs:
-        print(f"  {r['model']} {r['dtype']} B={r['batch']} prompt {r['seq']}, {r['new_tokens']} new tokens: build {r['build_s']:.1f} s, "
-              f"trace {r['trace_s']:.2f} s; measured peak {fmt_bytes(r['peak_bytes'], 'GB')}, KV cache {fmt_bytes(r['kv_cache_bytes'], 'GB')}")
+        print(f"  {r['model']} {r['dtype']} B={r['batch']} prompt {r['seq']}, {r['new_tokens']} new tokens: import {r['import_s']:.1f} s, "
+              f"build {r['build_s']:.1f} s, trace {r['trace_s']:.2f} s, total {r['total_s']:.1f} s; measured peak "
+              f"{fmt_bytes(r['peak_bytes'], 'GB')}, KV cache {fmt_bytes(r['kv_cache_bytes'], 'GB')}")
     one, most = min(runs, key=lambda r: r["new_tokens"]), max(runs, key=lambda r: r["new_tokens"])
     ratio = most["trace_s"] / one["trace_s"]
-    print(f"  {most['new_tokens']} new tokens traced in {ratio:.2f}x the time of {one['new_tokens']} "
-          f"(target <= 2x): {'MET' if ratio <= 2 else 'MISSED'}")
+    print(f"  {most['new_tokens']} new tokens traced in {ratio:.2f}x the time of {one['new_tokens']} (target <= 2x): "
+          f"{'MET' if ratio <= 2 else 'MISSED'}; the whole run {most['total_s'] / one['total_s']:.2f}x (the prefill and the last "
+          "decode step are traced, the steps between stood in for by growing the cache)")
     return 0
 
 

@@ -265,18 +265,25 @@ class _Greedy:
 
     def grow(self, n: int) -> None:
         """Stand in for n decode steps without running them: n positions appended to every cache layer
-        through the cache's own update (n - 1 and then 1, so that a sliding-window layer keeps the
-        storage a one-token step leaves it), to the sequence and to the position ids; and the model
-        inputs a decode step leaves behind (their sizes do not depend on the step)."""
+        through the cache's own update (to a sliding-window layer n - 1 and then 1, so that it keeps
+        the storage a one-token step leaves it), to the sequence and to the position ids; and the
+        model inputs a decode step leaves behind (their sizes do not depend on the step)."""
         from transformers.modeling_outputs import CausalLMOutputWithPast
 
-        cache = self.cache
+        cache, zeros = self.cache, {}
+
+        def positions(t, count):  # `count` positions shaped as `t`'s, one tensor per shape (update copies them)
+            shape = (*t.shape[:2], count, t.shape[-1])
+            if (shape, t.dtype) not in zeros:
+                zeros[shape, t.dtype] = t.new_zeros(shape)
+            return zeros[shape, t.dtype]
+
         for i, layer in enumerate(cache.layers):
             if not getattr(layer, "is_initialized", False):
                 continue
-            for chunk in ((n - 1, 1) if n > 1 else (n,)):
-                k, v = layer.keys, layer.values
-                cache.update(k.new_zeros((*k.shape[:2], chunk, k.shape[-1])), v.new_zeros((*v.shape[:2], chunk, v.shape[-1])), i)
+            for chunk in ((n - 1, 1) if n > 1 and getattr(layer, "is_sliding", False) else (n,)):
+                cache.update(positions(layer.keys, chunk), positions(layer.values, chunk), i)
+        del zeros
         self.input_ids = torch.cat([self.input_ids, self.input_ids.new_zeros((self.input_ids.shape[0], n))], dim=-1)
         self.kwargs = self.model._update_model_kwargs_for_generation(CausalLMOutputWithPast(past_key_values=cache), self.kwargs,
                                                                      is_encoder_decoder=False, num_new_tokens=n)
