@@ -115,3 +115,14 @@ def test_predicted_gpu_peak_adds_the_modelled_cuda_terms_the_fake_backend_books(
     r = measure(spec, **overrides)
     assert pr.cuda_terms and abs(pr.traced_peak_bytes - r.traced_peak_bytes) <= PEAK_TOLERANCE * r.traced_peak_bytes
     assert abs(pr.peak_bytes - r.peak_bytes) <= PEAK_TOLERANCE * r.peak_bytes, (pr.cuda_terms, r.cuda_terms)
+
+
+def test_the_cpu_rng_state_checkpointing_keeps_per_layer_is_the_generators_state():
+    """torch.get_rng_state() returns CPU_RNG_STATE_BYTES bytes: the state torch.utils.checkpoint
+    keeps for each checkpointed layer until its recompute."""
+    import torch
+
+    from verify.formulas.memory import CPU_RNG_STATE_BYTES
+
+    state = torch.get_rng_state()
+    assert state.numel() * state.element_size() == CPU_RNG_STATE_BYTES

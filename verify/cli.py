@@ -191,7 +191,8 @@ def _progress_tracker(label: str):
 
 
 def _trace(spec, quiet: bool = False):
-    """Measure the MemorySpec `spec` (fake tensors, or the GPU for backend cuda), reporting on stderr."""
+    """Measure the MemorySpec `spec` (fake tensors, real CPU tensors for backend cpu, or the GPU for
+    backend cuda), reporting on stderr."""
     import time
 
     import torch
@@ -199,8 +200,8 @@ def _trace(spec, quiet: bool = False):
     label = f"{spec.model} {spec.mode} B={spec.batch} S={spec.seq}"
     t0 = time.perf_counter()
     try:
-        if spec.backend == "cuda":
-            from verify.measure.cuda import measure
+        if spec.backend in ("cuda", "cpu"):
+            from verify.measure.memory import measure
 
             result = measure(spec)
         else:
@@ -226,7 +227,8 @@ def _memory_spec(args, **overrides):
     fields = dict(model=args.model, mode=args.mode, backend=getattr(args, "backend", "fake"), dtype=args.dtype,
                   precision=args.precision, optimizer=args.optimizer, batch=args.batch, seq=args.seq,
                   new_tokens=args.new_tokens, attn=args.attn, checkpointing=args.checkpointing, loss=args.loss,
-                  gpu_terms=args.gpu_terms, lora_rank=args.lora_rank, lora_targets=args.lora_targets, quant=args.quant)
+                  gpu_terms=args.gpu_terms, lora_rank=args.lora_rank, lora_targets=args.lora_targets, quant=args.quant,
+                  cache=args.cache)
     return MemorySpec(**{**fields, **overrides})
 
 
@@ -629,7 +631,7 @@ def cmd_report(args) -> int:
 
     if args.backend == "auto" and not args.quiet:
         print("CUDA GPU visible: running every backend (cuda, fake, cpu, meta)" if cuda_available() else
-              "no CUDA GPU visible: running the CPU backends (meta, fake, cpu); the GPU runs and results.json need a GPU",
+              "no CUDA GPU visible: running the CPU backends (meta, fake, cpu), then the CPU ground-truth sweep (results.json)",
               file=sys.stderr, flush=True)
     try:
         paths = report.write(out_dir=Path(args.out) if args.out else None, backend=args.backend, only=args.only,
@@ -700,7 +702,7 @@ def gpu_args(q) -> None:
 
 def setting_args(q, batch: int | None, seq: int | None, modes: tuple[str, ...], mode_help: str) -> None:
     """The flags that describe a run: memory and fit take the same ones."""
-    from verify.measure.memory import ATTNS, DTYPE_NAMES, LOSSES, MEMORY_OPTIMIZERS, PRECISIONS, QUANTS
+    from verify.measure.memory import ATTNS, CACHES, DTYPE_NAMES, LOSSES, MEMORY_OPTIMIZERS, PRECISIONS, QUANTS
 
     q.add_argument("--mode", choices=modes, default="train", help=mode_help)
     q.add_argument("--dtype", choices=DTYPE_NAMES, default="bf16", help="weight dtype (pure) or compute dtype (mixed)")
@@ -723,6 +725,9 @@ def setting_args(q, batch: int | None, seq: int | None, modes: tuple[str, ...], 
                    + ("" if seq else f"; given alone: find the largest batch that fits (default {DEFAULT_SEQ} when "
                                      "--batch is not given either)"))
     q.add_argument("--new-tokens", type=int, default=16, help="tokens to decode after the prompt (generate)")
+    q.add_argument("--cache", choices=CACHES, default="dynamic",
+                   help="generate: transformers' DynamicCache (grows a position a step) or StaticCache (preallocated to "
+                        "prompt + new tokens - 1)")
     q.add_argument("--attn", choices=ATTNS, help="attention implementation (default: the one transformers picks for "
                                                  "the architecture, sdpa where it has it; the output says which ran)")
     q.add_argument("--checkpointing", action="store_true", help="activation checkpointing of every decoder layer")
@@ -741,7 +746,8 @@ def memory_args(q) -> None:
     model_args(q)
     setting_args(q, batch=1, seq=DEFAULT_SEQ, modes=("train", "lora", "generate", "forward"), mode_help="train: one optimizer step; lora: a step of peft's LoRA (--lora-*, --quant); generate: prefill + decode; "
                                                       "forward: one no-grad forward")
-    q.add_argument("--backend", choices=("fake", "cuda"), default="fake", help="fake: CPU fake tensors; cuda: this machine's GPU")
+    q.add_argument("--backend", choices=("fake", "cpu", "cuda"), default="fake",
+                   help="fake: fake tensors (any size); cpu: real CPU tensors, the CPU allocator's peak; cuda: this machine's GPU")
     gpu_args(q)
     q.add_argument("--seeds", action="store_true",
                    help="also the seed formulas (claims T1-T4, I1, I2, with a companion run of the other mode) and the "

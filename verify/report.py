@@ -249,28 +249,41 @@ def write(out_dir=None, backend: str = "auto", only: str | None = None, fresh: b
     written = [out_dir / "CLAIMS.md", out_dir / "claims.json", *pngs]
     if hw["gpu"] and backend in ("auto", "cuda") and not only:
         written.append(write_gpu_results(out_dir, hw, command, fresh, progress))
+    elif not hw["gpu"] and backend == "auto" and not only:
+        written.append(write_sweep_results(out_dir, hw, command, fresh, progress, "cpu"))
     return written
 
 
-def write_gpu_results(out_dir, hw: dict, command: str, fresh: bool, progress=None):
-    """Run the GPU sweep (verify.sweep.GPU_RUNS) and write results.json: hardware, every run with
-    measured (CUDA), fake and predicted peaks, the summary against the targets, and the weights of
-    verify.measure.cuda.WEIGHT_RUNS as allocated on the GPU."""
+def write_sweep_results(out_dir, hw: dict, command: str, fresh: bool, progress=None, backend: str = "cpu", extra=None):
+    """Run the ground-truth sweep of `backend` (verify.sweep.CPU_RUNS or GPU_RUNS) and write results.json:
+    hardware, every run with measured (the CPU allocator or torch.cuda), fake and predicted peaks, the
+    summary against the targets, and what `extra()` returns, called after the sweep. Rows go to a
+    JSONL file in `out_dir` as they come; an interrupted sweep resumes from it."""
     import sys
 
     from verify import sweep
-    from verify.measure import cuda
 
-    jsonl = out_dir / "gpu_runs.jsonl"
+    runs = {"cpu": sweep.CPU_RUNS, "cuda": sweep.GPU_RUNS}[backend]
+    jsonl = out_dir / ("gpu_runs.jsonl" if backend == "cuda" else f"{backend}_runs.jsonl")
     if fresh:
         jsonl.unlink(missing_ok=True)
 
     def show(i, n, row):
         if progress:
-            print(f"[gpu {i}/{n}] {row['name']}: {row.get('status')} peak {fmt_bytes(row.get('measured_peak_bytes'), 'GB')}",
-                  file=sys.stderr, flush=True)
+            gap = row.get("fake_minus_measured_bytes")
+            print(f"[{backend} {i}/{n}] {row['name']}: {row.get('status')} peak {fmt_bytes(row.get('measured_peak_bytes'), 'GB')}"
+                  + ("" if gap is None else f", fake {gap:+,} bytes") + f" ({row.get('seconds', 0):.0f} s)", file=sys.stderr, flush=True)
 
-    rows = sweep.sweep(sweep.GPU_RUNS, jsonl, progress=show)
-    path = sweep.write_results(out_dir, hw, command, rows, weights=[cuda.weights_on_gpu(*w) for w in cuda.WEIGHT_RUNS])
+    rows = sweep.sweep(runs, jsonl, progress=show)
+    path = sweep.write_results(out_dir, hw, command, rows, **(extra() if extra else {}))
     jsonl.unlink(missing_ok=True)
     return path
+
+
+def write_gpu_results(out_dir, hw: dict, command: str, fresh: bool, progress=None):
+    """The GPU sweep (verify.sweep.GPU_RUNS) and results.json, with the weights of
+    verify.measure.cuda.WEIGHT_RUNS as allocated on the GPU."""
+    from verify.measure import cuda
+
+    return write_sweep_results(out_dir, hw, command, fresh, progress, "cuda",
+                               extra=lambda: {"weights": [cuda.weights_on_gpu(*w) for w in cuda.WEIGHT_RUNS]})

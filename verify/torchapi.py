@@ -3,8 +3,9 @@
 torch gives no public way to: intercept every op (TorchDispatchMode), flatten a pytree, build a
 module on fake tensors (FakeTensorMode) or step out of that mode for a moment, identify a storage
 (UntypedStorage._cdata), reach a DTensor's local shard, follow FSDP2's storage resizes, run
-collectives on one process (the fake process group), read FSDP2's unsharded parameter buffers, or
-wrap a model in FSDP2's DDP (`replicate`). Each is reached through a function here, so a torch release that moves one breaks
+collectives on one process (the fake process group), read FSDP2's unsharded parameter buffers,
+wrap a model in FSDP2's DDP (`replicate`), or read the CPU allocator's running total from the
+profiler's event tree. Each is reached through a function here, so a torch release that moves one breaks
 one module, with one clear message. TESTED_TORCH lists the releases the test suite has passed on
 (pyproject.toml's [tool.verify] says the same; a test keeps the two equal).
 """
@@ -127,3 +128,66 @@ def replicate(module, **kwargs):
     from torch.distributed._composable.replicate_with_fsdp import replicate as _replicate
 
     return _replicate(module, **kwargs)
+
+
+@contextmanager
+def allocator_profile():
+    """A torch.profiler session around the block that records CPU ops and every allocation and free
+    of the CPU allocator (profile_memory); read it with `allocator_events` after the block. Kineto's
+    two log lines at start and stop (written to file descriptor 2 by C++) are kept off stderr."""
+    from torch.profiler import ProfilerActivity, profile
+
+    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    with _stderr_silenced():
+        prof.start()
+    try:
+        yield prof
+    finally:
+        with _stderr_silenced():
+            prof.stop()
+
+
+@contextmanager
+def _stderr_silenced():
+    import os
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def span(name: str):
+    """A record_function range named `name`, entered with __enter__ and ended with __exit__ (also
+    from another function than the one that entered it); its times come back in `allocator_events`."""
+    return torch.profiler.record_function(name)
+
+
+def allocator_events(prof, device: str = "cpu", prefix: str = "") -> tuple[list[tuple[int, int, int]], list[tuple[str, int, int]]]:
+    """From a stopped `allocator_profile`: the allocator's events on `device` as (time ns, bytes:
+    + allocated / - freed, running total of live bytes the allocator reports after it), sorted by
+    time; and the record_function ranges whose names start with `prefix` as (name, start ns, end ns).
+    Both from the kineto results' experimental event tree (private: the public API aggregates the
+    allocations by op and drops the running total). The running total counts the blocks allocated
+    while profiling; a block allocated before and freed during profiling is not subtracted."""
+    from torch._C._profiler import _EventType
+
+    allocs, spans, stack = [], [], list(prof.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        ev = stack.pop()
+        stack.extend(ev.children)
+        if ev.tag == _EventType.Allocation:
+            f = ev.extra_fields
+            if f.device.type == device:
+                allocs.append((ev.start_time_ns, f.alloc_size, f.total_allocated))
+        elif prefix and ev.name.startswith(prefix):
+            spans.append((ev.name, ev.start_time_ns, ev.end_time_ns))
+    allocs.sort(key=lambda a: a[0])
+    spans.sort(key=lambda s: s[1])
+    return allocs, spans

@@ -16,6 +16,7 @@ V vocabulary, L layers, p bytes of the compute dtype; fp32 tensors are 4 bytes w
 
 from __future__ import annotations
 
+from verify.formulas import memory as M
 from verify.units import INDEX_BYTES, dtype_bytes
 
 from verify.families.blocks import FP32, attention, mlp, rope_inv_freq
@@ -147,15 +148,17 @@ def activations(s, spec, dropout: tuple[float, float, float]) -> dict[str, int]:
     (autocast, fp32 weights): the norms keep fp32 tensors plus per-projection casts, and each
     layer keeps the cached compute-dtype copy of its weight matrices (p per element), the head
     its own (V·h·p); attention and MLP keep the same tensors as in pure precision. Checkpointing:
-    each layer keeps only its input (n·h in the residual stream's dtype); the position ids (8S)
-    and, for eager attention, the B×S×S mask in the stream's dtype are kept for the recompute."""
+    each layer keeps only its input (n·h in the residual stream's dtype) and the CPU RNG state
+    torch.utils.checkpoint saves for its recompute (host memory on a GPU: the GPU model takes it
+    off); the position ids (8S) and, for eager attention, the B×S×S mask in the stream's dtype are
+    kept for the recompute."""
     p = dtype_bytes(spec.dtype)
     B, S = spec.batch, spec.seq
     n = B * S
     mixed = spec.precision == "mixed"
     stream = FP32 if mixed else p  # bytes of the residual stream between layers
     if spec.checkpointing:
-        layer = {"layer input n·h": n * s.h * stream}
+        layer = {"layer input n·h": n * s.h * stream, "CPU RNG state": M.CPU_RNG_STATE_BYTES}
         extra = {"position ids 8S": INDEX_BYTES * S}
         if spec.attn == "eager":  # eager gets an explicit mask, a checkpoint input like the rest
             extra["attention mask B·S²·p_stream"] = B * S * S * stream

@@ -12,6 +12,8 @@ from __future__ import annotations
 from verify.units import FP32
 
 STEP_BYTES = FP32  # Adam's per-tensor step counter: a 0-dim fp32 tensor
+CPU_RNG_STATE_BYTES = 5056  # torch.get_rng_state(): the CPU generator's state (mt19937's 624 words and its
+# normal-sampling cache), which torch.utils.checkpoint keeps per checkpointed layer; measured: tests/test_predict.py
 
 
 # --- exact closed forms of the persistent categories ---------------------------------------

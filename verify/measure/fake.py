@@ -1,15 +1,17 @@
 """The fake backend: a training step or a generation traced under FakeTensorMode on the CPU, every
 storage counted by the Tracker, nothing real allocated; any model size on any machine.
 
-`run(spec, device="cpu")` runs the very same code on real CPU tensors (tiny models), which is how
-the tests check the fake figures against reality; `run(spec, device="cuda", tracker=...)` is what
-the cuda backend calls. Off the GPU, two adjustments make the trace count what a GPU step keeps:
+`run(spec, device="cpu", tracker=...)` runs the very same code on real CPU tensors, which is what
+the cpu backend (cpu.py: the CPU allocator's own peak) calls and how the tests check the fake
+figures against reality; `run(spec, device="cuda", tracker=...)` is what the cuda backend calls. Off the GPU, two adjustments make the trace count what a GPU step keeps:
 transformers is given the answer a real run gets to a data-dependent mask question
 (`_as_real_runs`), and CUDA's kernel choices are taken where the CPU's keep other tensors
 (`CudaKernelChoices`: dropout masks, SDPA with dropout).
 
-Measured: the second training step (the first creates the optimizer state), or prefill plus
-new_tokens - 1 decode steps.
+Measured: the second training step (the first creates the optimizer state), or a generation of
+new_tokens tokens (the prefill and new_tokens - 1 decode steps): transformers' generate() on real
+tensors, its written-out loop on fake ones (steps.generate_greedy), which traces the decode steps
+whose memory can differ and grows the cache through the others.
 
 What a GPU adds (spec.gpu_terms, on by default off the GPU): the trace alone is `traced_peak_bytes`;
 the tracker also books what `torch.cuda.max_memory_allocated` would count on `GPU` (cuda_ops:
@@ -36,7 +38,8 @@ from verify.formulas import cuda as C
 from verify.formulas.params import total
 from verify.measure.memory import Category, MemoryResult, MemorySpec
 from verify.measure.quant import bitsandbytes, bnb_state_tensors, cuda_bnb
-from verify.measure.steps import Hooks, autocast_context, cache_tensors, forward_step, generate_greedy, prepare_training, train_step
+from verify.measure.steps import (Hooks, autocast_context, cache_tensors, forward_step, generate_greedy, generate_hf, prepare_training,
+                                  train_step)
 from verify.measure.tracker import Tracker
 from verify.torchapi import TorchDispatchMode, is_fake
 
@@ -55,11 +58,13 @@ def measure(spec: MemorySpec) -> MemoryResult:
     return run(spec, device="fake")
 
 
-def run(spec: MemorySpec, device: str = "fake", config=None, tracker: Tracker | None = None) -> MemoryResult:
-    """Run `spec` on `device` ("fake": FakeTensorMode on the CPU; "cpu": real CPU tensors;
-    "cuda": real GPU tensors, for the cuda backend) under `tracker` (a fresh Tracker if None).
+def run(spec: MemorySpec, device: str = "fake", config=None, tracker: Tracker | None = None, every_step: bool = False) -> MemoryResult:
+    """Run `spec` on `device` ("fake": FakeTensorMode on the CPU; "cpu": real CPU tensors, for the cpu
+    backend; "cuda": real GPU tensors, for the cuda backend) under `tracker` (a fresh Tracker if None).
     `config`: a transformers config to use instead of loading `spec.model` (sweeps over L, h).
-    On fake and cpu tensors CUDA's kernel choices are taken (CudaKernelChoices). Raises
+    On fake and cpu tensors CUDA's kernel choices are taken (CudaKernelChoices). Generation runs
+    transformers' generate() on real tensors and its written-out loop on fake ones, which traces the
+    prefill, the first and the last decode step only (`every_step`: every one of them). Raises
     TraceError (one line) where the model cannot be traced."""
     from verify.build import LoraSettings, build
     from verify.configs import load_config, shape
@@ -91,7 +96,7 @@ def run(spec: MemorySpec, device: str = "fake", config=None, tracker: Tracker | 
         kernels = contextlib.nullcontext() if device == "cuda" else CudaKernelChoices()
         bnb_kernels = cuda_bnb() if lora and spec.quant != "none" and device != "cuda" else contextlib.nullcontext()
         tracker = tracker if tracker is not None else Tracker()
-        gpu = spec.gpu_terms and device != "cuda"
+        gpu = spec.gpu_terms and device == "fake"  # real CPU and GPU runs measure, not model
         notes: dict[str, int] = {}
         if gpu:
             tracker.model_gpu(cuda_ops(GPU, notes))
@@ -107,7 +112,7 @@ def run(spec: MemorySpec, device: str = "fake", config=None, tracker: Tracker | 
             elif spec.mode == "forward":
                 fields = _forward(model, ids, tracker)
             else:
-                fields = _generate(model, spec, ids, tracker)
+                fields = _generate(model, spec, ids, tracker, device, every_step)
     except torch.OutOfMemoryError:
         raise  # a real device ran out: the caller records it as a result
     except (NotImplementedError, RuntimeError, TypeError, AttributeError, ValueError) as e:
@@ -202,7 +207,33 @@ class CudaKernelChoices(torch.overrides.TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+@contextlib.contextmanager
+def _rng_states_seen(tracker: Tracker):
+    """torch.utils.checkpoint keeps the CPU RNG state (torch.get_rng_state(): a 5,056-byte tensor the
+    CPU allocator holds) from each checkpointed layer's forward to its recompute; it is made in C++,
+    outside any dispatch mode. Count it as the CPU allocator does, and as host memory in the GPU
+    model (a GPU run keeps it in host memory too)."""
+    original = torch.get_rng_state
+
+    def get_rng_state():
+        state = original()
+        tracker.add(state, Category.ACTIVATIONS if tracker.phase in tracker.forward_phases else Category.TRANSIENT)
+        tracker.host(state)
+        return state
+
+    torch.get_rng_state = get_rng_state
+    try:
+        yield
+    finally:
+        torch.get_rng_state = original
+
+
 def _train(model, spec: MemorySpec, compute: torch.dtype, ids, tracker: Tracker, emulate: bool = True) -> dict:
+    with _rng_states_seen(tracker) if spec.checkpointing and emulate else contextlib.nullcontext():
+        return _train_steps(model, spec, compute, ids, tracker, emulate)
+
+
+def _train_steps(model, spec: MemorySpec, compute: torch.dtype, ids, tracker: Tracker, emulate: bool) -> dict:
     # the recompute of checkpointed layers runs inside backward, outside the function mode: give it its own
     context_fn = (lambda: (contextlib.nullcontext(), CudaKernelChoices())) if emulate else None
     optimizer = prepare_training(model, spec.optimizer, spec.checkpointing, context_fn=context_fn)
@@ -274,15 +305,20 @@ def _forward(model, ids, tracker: Tracker) -> dict:
     return {"grads_bytes": 0, "optimizer_bytes": 0, "activations_bytes": tracker.peak - weights, "kv_cache_bytes": 0}
 
 
-def _generate(model, spec: MemorySpec, ids, tracker: Tracker) -> dict:
+def _generate(model, spec: MemorySpec, ids, tracker: Tracker, device: str, every_step: bool = False) -> dict:
     model.eval()
-    tracker.add(ids, Category.ACTIVATIONS)
+    mask = torch.ones_like(ids)  # the attention mask a tokenizer returns beside the ids
+    tracker.add([ids, mask], Category.ACTIVATIONS)
 
     def label(cache):
         tracker.relabel(cache_tensors(cache), Category.KV_CACHE)
 
+    hooks = Hooks(mark=tracker.mark, after_prefill=label, after_token=label, skip=lambda: _peak_kept(tracker))
     tracker.reset_peak()
-    cache = generate_greedy(model, ids, spec.new_tokens, Hooks(mark=tracker.mark, after_prefill=label, after_token=label))
+    if device == "fake":
+        cache = generate_greedy(model, ids, spec.new_tokens, hooks, attention_mask=mask, cache=spec.cache, every_step=every_step)
+    else:
+        cache = generate_hf(model, ids, mask, spec.new_tokens, hooks, cache=spec.cache)
     label(cache)
     kv = tracker.bytes(Category.KV_CACHE)
     weights = tracker.bytes(Category.PARAMS) + tracker.bytes(Category.BUFFERS)
@@ -449,3 +485,13 @@ def register_flash() -> str:
     AttentionInterface.register(FLASH_ATTENTION, flash_attention)
     ALL_MASK_ATTENTION_FUNCTIONS.register(FLASH_ATTENTION, flash_attention_mask)
     return FLASH_ATTENTION
+
+
+@contextlib.contextmanager
+def _peak_kept(tracker: Tracker):
+    """Around the work that stands in for decode steps not traced: what it leaves live counts from
+    then on; the peaks (overall, per phase, and the modelled GPU peak) are those from before it, as
+    no real step holds its temporaries."""
+    kept = tracker.peak, dict(tracker.at_peak), tracker.peak_phase, dict(tracker.phase_peaks), tracker.gpu_peak, tracker.gpu_peak_at
+    yield
+    tracker.peak, tracker.at_peak, tracker.peak_phase, tracker.phase_peaks, tracker.gpu_peak, tracker.gpu_peak_at = kept

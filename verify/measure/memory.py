@@ -1,7 +1,8 @@
 """What a memory measurement is asked (MemorySpec) and what every backend returns (MemoryResult).
 
-The fake backend (fake.py) and the CUDA backend (cuda.py) take the same spec and return the
-same result, so the two compare run by run. One category enum, as in torch's mem_tracker.
+The fake backend (fake.py), the cpu backend (cpu.py: real CPU tensors, the CPU allocator's own
+figures) and the CUDA backend (cuda.py) take the same spec and return the same result, so they
+compare run by run. One category enum, as in torch's mem_tracker.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ MEMORY_OPTIMIZERS = OPTIMIZERS + ("adamw-fused", "adamw-8bit", "adafactor", "sgd
 QUANTS = ("none", "int8", "nf4", "nf4-nodq")  # the frozen base of --mode lora: as built, or bitsandbytes int8 / NF4
 LOSSES = ("ce", "sum")
 ATTNS = ("eager", "sdpa", "flash")
-BACKENDS = ("fake", "cuda")
+BACKENDS = ("fake", "cpu", "cuda")
+CACHES = ("dynamic", "static")  # transformers' DynamicCache (grows by one position a step) or StaticCache (preallocated)
 
 
 class Category(enum.Enum):
@@ -40,7 +42,7 @@ class MemorySpec:
     mode: str = "train"  # "train": forward, loss, backward, optimizer step; "generate": prefill + decode;
     # "forward": one forward under torch.no_grad() without a cache, every position's logits kept;
     # "lora": the training step of peft's LoRA: frozen base in dtype (or quantized), fp32 adapters trained
-    backend: str = "fake"  # "fake" (FakeTensorMode on CPU) or "cuda"
+    backend: str = "fake"  # "fake" (FakeTensorMode on CPU), "cpu" (real CPU tensors, the CPU allocator's peak) or "cuda"
     dtype: str = "bf16"  # weight dtype; under precision="mixed" the autocast dtype (weights stay fp32; a LoRA
     # base stays in dtype: frozen weights need no master copy)
     precision: str = DEFAULT_PRECISION  # "pure": everything in dtype; "mixed": fp32 master weights + autocast(dtype)
@@ -59,6 +61,8 @@ class MemorySpec:
     # or comma-separated module names (q_proj,v_proj)
     quant: str = "none"  # mode "lora": the frozen base as built (none) or quantized by bitsandbytes: int8 | nf4
     # (NF4 with double quantization, as QLoRA) | nf4-nodq (NF4, fp32 absmax)
+    cache: str = "dynamic"  # generate mode: "dynamic" (DynamicCache, S + t positions at step t) or "static"
+    # (StaticCache that generate() preallocates to S + N - 1 positions)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -121,6 +125,8 @@ def validate(spec: MemorySpec, shape) -> None:
         (spec.attn is None or spec.attn in ATTNS, f"attention {spec.attn!r} is not one of {', '.join(ATTNS)}"),
         (spec.new_tokens >= 0, f"new-tokens must be zero or positive, got {spec.new_tokens}"),
         (spec.loss in LOSSES, f"loss {spec.loss!r} is not one of {', '.join(LOSSES)}"),
+        (spec.cache in CACHES, f"cache {spec.cache!r} is not one of {', '.join(CACHES)}"),
+        (spec.cache == "dynamic" or spec.mode == "generate", "--cache static applies to generation only (--mode generate)"),
         (
             not (spec.precision == "mixed" and spec.dtype == "fp32"),
             "precision 'mixed' keeps fp32 master weights and computes in --dtype fp16 or bf16; "
@@ -160,13 +166,17 @@ def attention_used(spec: MemorySpec, config=None) -> str:
 
 
 def measure(spec: MemorySpec, config=None) -> MemoryResult:
-    """`spec` measured on the backend it names: "fake" (FakeTensorMode on the CPU) or "cuda" (a GPU).
-    `config`: a transformers config to build instead of loading `spec.model` (a bundled model
-    with some fields changed)."""
+    """`spec` measured on the backend it names: "fake" (FakeTensorMode on the CPU), "cpu" (real CPU
+    tensors, the CPU allocator's peak) or "cuda" (a GPU). `config`: a transformers config to build
+    instead of loading `spec.model` (a bundled model with some fields changed)."""
     if spec.backend == "cuda":
         from verify.measure.cuda import measure as on_cuda
 
         return on_cuda(spec, config=config)
+    if spec.backend == "cpu":
+        from verify.measure.cpu import measure as on_cpu
+
+        return on_cpu(spec, config=config)
     from verify.measure.fake import run
 
     return run(spec, device="fake", config=config)
