@@ -40,6 +40,9 @@ MAY_CHANGE_ON_PURPOSE = {
 def _may_change(cid, path) -> bool:
     return any(c == cid and len(prefix) <= len(path) and all(a in ("*", b) for a, b in zip(prefix, map(str, path)))
                for c, prefix in MAY_CHANGE_ON_PURPOSE)
+RNG = ("the trace counts the CPU RNG state torch.utils.checkpoint keeps per checkpointed layer (5,056 bytes each, "
+       "4 layers here), as the CPU allocator does; the GPU model books it as host memory")
+CHANGED_ON_PURPOSE.update({("T5", ("evidence", "sdpa + checkpointing", "points", i, 1)): RNG for i in range(3)})
 GENERATE = ("issue 14.4: generation holds what transformers' generate() holds: the prompt's attention mask beside the ids, "
             "the B×S position ids generate() builds from it and keeps (so GPT-2's position embeddings and RoPE's tables are "
             "per row), the fp32 copy of the next-token logits; a generation of one token has no decode phase")
