@@ -229,6 +229,13 @@ def _memory_spec(args, **overrides):
                   new_tokens=args.new_tokens, attn=args.attn, checkpointing=args.checkpointing, loss=args.loss,
                   gpu_terms=args.gpu_terms, lora_rank=args.lora_rank, lora_targets=args.lora_targets, quant=args.quant,
                   cache=args.cache)
+    if args.gpu is not None:  # the CUDA terms the fake backend adds are those of the card asked about
+        from verify import gpus
+
+        try:
+            fields["gpu_arch"] = gpus.lookup(args.gpu).arch
+        except ValueError as e:
+            raise UsageError(str(e)) from None
     return MemorySpec(**{**fields, **overrides})
 
 

@@ -59,6 +59,7 @@ class Gpu:
     nvidia_smi_source: str  # where that total was published (and by which driver)
     cuda_bytes: int | None = None  # CUDA's own total (deviceQuery totalGlobalMem) where published; None: not found
     cuda_source: str | None = None  # where CUDA's total was published
+    arch: str = "sm90"  # compute capability, as verify.formulas.cuda.ARCHS names it: the CUDA terms a run on it models
 
     @property
     def total_bytes(self) -> int:
@@ -103,29 +104,29 @@ def custom(gib: float) -> Budget:
 
 GPUS = (
     Gpu("H100-SXM", ("H100", "H100-80GB", "H100-SXM5", "H100 80GB HBM3"), "NVIDIA H100 80GB HBM3", 81559 * MiB,
-        "NVIDIA/nccl#1264 (driver 550.54.15); " + LENT_MACHINE + " (driver 580.159.04); " + MODAL_TABLE),
+        "NVIDIA/nccl#1264 (driver 550.54.15); " + LENT_MACHINE + " (driver 580.159.04); " + MODAL_TABLE, arch="sm90"),
     Gpu("H200", ("H200-141GB", "H200-SXM"), "NVIDIA H200", 143771 * MiB,
-        LENT_MACHINE + " (driver 580.159.03); " + MODAL_TABLE),
+        LENT_MACHINE + " (driver 580.159.03); " + MODAL_TABLE, arch="sm90"),
     Gpu("A100-80GB", ("A100-SXM4-80GB", "A100 80GB"), "NVIDIA A100-SXM4-80GB", 81920 * MiB,
-        MODAL_TABLE + "; 81920MiB also for the A800-SXM4-80GB in dexmal/dexbotic#41 (driver 535.86.10)"),
+        MODAL_TABLE + "; 81920MiB also for the A800-SXM4-80GB in dexmal/dexbotic#41 (driver 535.86.10)", arch="sm80"),
     Gpu("A100-40GB", ("A100-SXM4-40GB", "A100 40GB"), "NVIDIA A100-SXM4-40GB", 40960 * MiB, MODAL_TABLE,
         cuda_bytes=42_298_834_944,
         cuda_source="deviceQuery on NVIDIA A100-SXM4-40GB, bottlerocket-os/bottlerocket#3873 (CUDA driver 12.2): "
-                    "40339 MBytes (42298834944 bytes)"),
-    Gpu("L40S", (), "NVIDIA L40S", 46068 * MiB, MODAL_TABLE),
-    Gpu("L4", (), "NVIDIA L4", 23034 * MiB, MODAL_TABLE),
+                    "40339 MBytes (42298834944 bytes)", arch="sm80"),
+    Gpu("L40S", (), "NVIDIA L40S", 46068 * MiB, MODAL_TABLE, arch="sm89"),
+    Gpu("L4", (), "NVIDIA L4", 23034 * MiB, MODAL_TABLE, arch="sm89"),
     Gpu("A10G", (), "NVIDIA A10G", 23028 * MiB,
-        "NVIDIA/TensorRT-LLM#7818 (driver 570.172.08); NVIDIA/DCGM#232 (driver 535.247.01)"),
+        "NVIDIA/TensorRT-LLM#7818 (driver 570.172.08); NVIDIA/DCGM#232 (driver 535.247.01)", arch="sm86"),
     Gpu("A10", (), "NVIDIA A10", 23028 * MiB,
-        MODAL_TABLE + "; NVML total 24146608128 bytes in mayooot/detect-gpu#3 (driver 535.129.03)"),
-    Gpu("RTX-4090", ("4090", "GeForce RTX 4090"), "NVIDIA GeForce RTX 4090", 24564 * MiB, "RLinf/RLinf#255 (driver 550.163.01)"),
+        MODAL_TABLE + "; NVML total 24146608128 bytes in mayooot/detect-gpu#3 (driver 535.129.03)", arch="sm86"),
+    Gpu("RTX-4090", ("4090", "GeForce RTX 4090"), "NVIDIA GeForce RTX 4090", 24564 * MiB, "RLinf/RLinf#255 (driver 550.163.01)", arch="sm89"),
     Gpu("RTX-3090", ("3090", "GeForce RTX 3090"), "NVIDIA GeForce RTX 3090", 24576 * MiB,
-        "noonghunna/club-3090#1128 (driver 595.84); driver 455.23.04 printed 24268MiB (pytorch/pytorch#54564)"),
-    Gpu("V100-32GB", ("V100-SXM2-32GB",), "Tesla V100-SXM2-32GB", 32480 * MiB, "godweiyang/GrabGPU#5 (driver 418.116.00)"),
+        "noonghunna/club-3090#1128 (driver 595.84); driver 455.23.04 printed 24268MiB (pytorch/pytorch#54564)", arch="sm86"),
+    Gpu("V100-32GB", ("V100-SXM2-32GB",), "Tesla V100-SXM2-32GB", 32480 * MiB, "godweiyang/GrabGPU#5 (driver 418.116.00)", arch="sm70"),
     Gpu("V100-16GB", ("V100-SXM2-16GB",), "Tesla V100-SXM2-16GB", 16160 * MiB,
-        "4paradigm/k8s-vgpu-scheduler#7 (driver 440.64.00)"),
+        "4paradigm/k8s-vgpu-scheduler#7 (driver 440.64.00)", arch="sm70"),
     Gpu("T4", (), "Tesla T4", 15360 * MiB, MODAL_TABLE, cuda_bytes=15_843_721_216,
-        cuda_source="deviceQuery on Tesla T4, chiemon.github.io/2024/12/25 (CUDA 11.0 driver): 15110 MBytes (15843721216 bytes)"),
+        cuda_source="deviceQuery on Tesla T4, chiemon.github.io/2024/12/25 (CUDA 11.0 driver): 15110 MBytes (15843721216 bytes)", arch="sm75"),
 )
 
 # asked for but no published figure found that names the card and its total together

@@ -52,7 +52,18 @@ class Gpu:
 # torch 2.13.0's Linux wheel on PyPI requires cuda-toolkit 13.0.3 and nvidia-cudnn-cu13 9.20.0.48
 H100 = Gpu(name="H100 SXM (sm90), torch 2.13.0 wheel: CUDA 13.0, cuDNN 9.20", sm=(9, 0), sms=132, cudnn=92000, cuda_major=13)
 A100 = Gpu(name="A100 (sm80), torch 2.13.0 wheel: CUDA 13.0, cuDNN 9.20", sm=(8, 0), sms=108, cudnn=92000, cuda_major=13)
-DEFAULT_GPU = H100  # the GPU the fake backend and the predictor model (spec.gpu_terms)
+# The architectures a modelled run can target (MemorySpec.gpu_arch), each with the torch 2.13.0 wheel's
+# software; the SM count (read only by the embedding-backward heuristic) is that of the card named.
+ARCHS = {
+    "sm90": H100,
+    "sm80": A100,
+    "sm89": Gpu(name="L40S (sm89), torch 2.13.0 wheel: CUDA 13.0, cuDNN 9.20", sm=(8, 9), sms=142, cudnn=92000, cuda_major=13),
+    "sm86": Gpu(name="RTX A6000 (sm86), torch 2.13.0 wheel: CUDA 13.0, cuDNN 9.20", sm=(8, 6), sms=84, cudnn=92000, cuda_major=13),
+    "sm75": Gpu(name="T4 (sm75), torch 2.13.0 wheel: CUDA 13.0, cuDNN 9.20", sm=(7, 5), sms=40, cudnn=92000, cuda_major=13),
+    "sm70": Gpu(name="V100 (sm70), torch 2.13.0 wheel: CUDA 13.0, cuDNN 9.20", sm=(7, 0), sms=80, cudnn=92000, cuda_major=13),
+}
+DEFAULT_ARCH = "sm90"  # what the fake backend and the predictor model unless a run names a GPU (spec.gpu_arch)
+DEFAULT_GPU = ARCHS[DEFAULT_ARCH]
 
 
 def _ceil(x: int, m: int) -> int:

@@ -14,7 +14,7 @@ tensors, its written-out loop on fake ones (steps.generate_greedy), which traces
 whose memory can differ and grows the cache through the others.
 
 What a GPU adds (spec.gpu_terms, on by default off the GPU): the trace alone is `traced_peak_bytes`;
-the tracker also books what `torch.cuda.max_memory_allocated` would count on `GPU` (cuda_ops:
+the tracker also books what `torch.cuda.max_memory_allocated` would count on spec.gpu_arch (cuda_ops:
 the allocator's 512-byte rounding, cuBLAS workspaces, LayerNorm's fp32 statistics, the SDPA
 kernel CUDA picks, flash and embedding-backward scratch, Adam's host-resident step counters;
 verify/formulas/cuda.py cites the source of each), and `peak_bytes` is the peak of that total,
@@ -44,7 +44,6 @@ from verify.measure.tracker import Tracker
 from verify.torchapi import TorchDispatchMode, is_fake
 
 
-GPU = C.DEFAULT_GPU  # the GPU whose terms the fake backend adds (spec.gpu_terms)
 FLASH_ATTENTION = "fa2_emulated"  # our name in transformers' AttentionInterface ("flash" in it would make
 # transformers import the flash_attn package)
 
@@ -97,9 +96,10 @@ def run(spec: MemorySpec, device: str = "fake", config=None, tracker: Tracker | 
         bnb_kernels = cuda_bnb() if lora and spec.quant != "none" and device != "cuda" else contextlib.nullcontext()
         tracker = tracker if tracker is not None else Tracker()
         gpu = spec.gpu_terms and device == "fake"  # real CPU and GPU runs measure, not model
+        arch = C.ARCHS[spec.gpu_arch]
         notes: dict[str, int] = {}
         if gpu:
-            tracker.model_gpu(cuda_ops(GPU, notes))
+            tracker.model_gpu(cuda_ops(arch, notes))
         with mode, _as_real_runs(device), kernels, tracker, bnb_kernels:
             tracker.add(list(model.buffers()), Category.BUFFERS)
             tracker.add(list(model.parameters()), Category.PARAMS)
@@ -135,7 +135,7 @@ def run(spec: MemorySpec, device: str = "fake", config=None, tracker: Tracker | 
         if at["trace"] != tracker.peak:  # the modelled peak came at another moment than the trace's own
             terms["trace below its own peak at this moment"] = at["trace"] - tracker.peak
         peak, peak_phase = tracker.gpu_peak, at["phase"]
-        extra.update(gpu=GPU.name, cuda_not_modelled=dict(notes),
+        extra.update(gpu=arch.name, cuda_not_modelled=dict(notes),
                      allocator_whole_block_bound_bytes=total(C.whole_block_bound(at["large_storages"])))
     return MemoryResult(
         spec=spec.as_dict(),

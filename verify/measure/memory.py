@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import asdict, dataclass, field
 
+from verify.formulas.cuda import ARCHS
 from verify.units import DEFAULT_PRECISION, DTYPE_NAMES, PRECISIONS
 
 MODES = ("train", "generate", "forward", "lora")
@@ -56,6 +57,7 @@ class MemorySpec:
     # what transformers picks for the architecture (sdpa where the model class supports it, else eager; attention_used says which)
     checkpointing: bool = False  # activation checkpointing of every decoder layer
     gpu_terms: bool = True  # when the backend is fake, add the modelled CUDA terms (verify/formulas/cuda.py) to the peak
+    gpu_arch: str = "sm90"  # the GPU architecture those terms model (verify.formulas.cuda.ARCHS; `--gpu NAME` sets its card's)
     lora_rank: int = 8  # r of every LoRA adapter (mode "lora")
     lora_targets: str = ""  # mode "lora": "" = peft's default target modules for the model type, "all-linear",
     # or comma-separated module names (q_proj,v_proj)
@@ -125,6 +127,7 @@ def validate(spec: MemorySpec, shape) -> None:
         (spec.attn is None or spec.attn in ATTNS, f"attention {spec.attn!r} is not one of {', '.join(ATTNS)}"),
         (spec.new_tokens >= 0, f"new-tokens must be zero or positive, got {spec.new_tokens}"),
         (spec.loss in LOSSES, f"loss {spec.loss!r} is not one of {', '.join(LOSSES)}"),
+        (spec.gpu_arch in ARCHS, f"GPU architecture {spec.gpu_arch!r} is not one of {', '.join(ARCHS)}"),
         (spec.cache in CACHES, f"cache {spec.cache!r} is not one of {', '.join(CACHES)}"),
         (spec.cache == "dynamic" or spec.mode == "generate", "--cache static applies to generation only (--mode generate)"),
         (

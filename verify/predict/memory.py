@@ -166,7 +166,7 @@ def predict(s, spec, T: int, dropout: tuple[float, float, float] = (0.1, 0.1, 0.
     return out
 
 
-def add_gpu_terms(pred: Prediction, s, spec, gpu=C.DEFAULT_GPU) -> None:
+def add_gpu_terms(pred: Prediction, s, spec) -> None:
     """Add to each training moment what `torch.cuda.max_memory_allocated` counts beyond the traced
     tensors, as verify/formulas/cuda.py derives it (the fake backend books the same terms op by op):
     the cuBLAS workspaces of the main and the autograd thread, at every moment; LayerNorm's fp32
@@ -174,6 +174,7 @@ def add_gpu_terms(pred: Prediction, s, spec, gpu=C.DEFAULT_GPU) -> None:
     less Adam's step counters, which live in host memory on a GPU. The allocator's 512-byte
     rounding (a few hundred KB at most over a step's live tensors) is not predicted."""
     steps = pred.terms["optimizer"].get("step 4·T", 0) // M.STEP_BYTES  # Adam's step counters: host-resident on a GPU
+    gpu = C.ARCHS[spec.gpu_arch]
     workspaces = {**C.blas_workspaces(gpu.sm[0], threads=2), **(C.host_optimizer_scalars(steps) if steps else {})}
     layernorms = s.L * s.norms_per_layer + int(bool(s.final_norm)) + int(bool(s.embed_norm)) if s.norm == "layernorm" else 0
     p = dtype_bytes(spec.dtype) if spec.precision == "pure" else FP32  # autocast runs layer_norm in fp32
