@@ -34,7 +34,7 @@ class Family:
 FAMILIES = (
     Family("llama", "the LLaMA family", llama.MODEL_TYPES, llama.fields, llama.params, llama.buffers, llama.TRAINING),
     Family("gpt2", "GPT-2", gpt2.MODEL_TYPES, gpt2.fields, gpt2.params, gpt2.buffers, gpt2.TRAINING),
-    Family("mixtral", "Mixtral", mixtral.MODEL_TYPES, mixtral.fields, mixtral.params, mixtral.buffers),
+    Family("mixtral", "Mixtral", mixtral.MODEL_TYPES, mixtral.fields, mixtral.params, mixtral.buffers, mixtral.TRAINING),
     Family("bloom", "BLOOM", bloom.MODEL_TYPES, bloom.fields, bloom.params, bloom.buffers, bloom.TRAINING),
     Family("opt", "OPT", opt.MODEL_TYPES, opt.fields, opt.params, opt.buffers),
     Family("gptj", "GPT-J", gptj.MODEL_TYPES, gptj.fields, gptj.params, gptj.buffers),

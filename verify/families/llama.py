@@ -76,15 +76,16 @@ def dropout(config) -> tuple[float, float, float]:
     return 0.0, float(getattr(config, "attention_dropout", 0.0) or 0.0), 0.0
 
 
+def explicit_mask(s, spec) -> bool:
+    """SDPA is given an explicit mask: a sliding window no longer than the sequence (transformers
+    passes one from S = W on; below it the mask is the plain causal one and SDPA runs causal)."""
+    return bool(s.sliding_window) and spec.seq >= s.sliding_window
+
+
 def activation_gaps(s, spec, dropout: tuple[float, float, float]) -> str | None:
-    """Where the training terms are not derived: SDPA given an explicit sliding-window mask
-    (transformers passes one from S = W on; below it the mask is the plain causal one), and
-    eager attention with dropout on its probabilities."""
+    """Where the training terms are not derived: eager attention with dropout on its probabilities."""
     if spec.mode != "train":
         return None
-    if spec.attn == "sdpa" and s.sliding_window and spec.seq >= s.sliding_window:
-        return (f"activations under SDPA with a sliding window ({s.sliding_window}) no longer than the sequence "
-                "(an explicit mask) are not derived; --attn eager is")
     if spec.attn == "eager" and dropout[1] > 0:
         return "eager attention with attention_dropout > 0 is not derived for the LLaMA family"
     return None
@@ -121,8 +122,15 @@ def layer_forward(t, i: int, s, spec, dropout: tuple[float, float, float]) -> No
     quadratic in S), the gated MLP's gate, up, act(gate) and their product (p·n·f each); under
     autocast also each projection's cast of its input (p·nh) and the compute-dtype copy of each
     weight matrix (autocast's cache: p per element)."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
     lt = t.scope(f"layer {i}: ")
+    attention_forward(lt, s, spec)
+    mlp_forward(lt, s, spec)
+
+
+def attention_forward(lt, s, spec) -> None:
+    """A layer's attention half (its input "layer input" to the residual stream after attention,
+    "x2"): the input RMSNorm, q, k, v, RoPE, attention by kind, o and the residual add."""
+    p, B, S, n, mixed, stream = _dims(s, spec)
     a, g, d, f, h = s.heads, s.kv_heads, s.head_dim, s.ffn, s.h
     w = _matrices(s)
     qe, kve, sq = n * a * d, n * g * d, B * a * S * S
@@ -152,15 +160,35 @@ def layer_forward(t, i: int, s, spec, dropout: tuple[float, float, float]) -> No
             transients.remove(src)
 
     if spec.attn == "sdpa":
-        if mixed:  # autocast casts the fp32 rotated q and k for SDPA
+        repeated = explicit_mask(s, spec) and g != a  # with a mask SDPA gets k and v repeated to a heads (repeat_kv)
+        if repeated:
+            if mixed:
+                lt.alloc("k repeated fp32", FP32 * qe)
+            else:
+                lt.alloc("k", p * qe)
+            lt.alloc("v", p * qe)
+            transients.append("v proj")
+            if mixed:
+                lt.alloc("k", p * qe)
+        elif mixed:
             lt.alloc("k", p * kve)
+        else:
+            keep("k roped", "k")
+        if mixed:  # autocast casts the fp32 rotated q and k for SDPA
             lt.alloc("q", p * qe)
         else:
             keep("q roped", "q")
-            keep("k roped", "k")
-        lt.rename("v proj", "v")
+        if "v proj" not in transients:
+            lt.rename("v proj", "v")
+        if explicit_mask(s, spec):  # the boolean mask made additive in the compute dtype, kept by SDPA
+            lt.alloc("mask fill 0", p)
+            lt.alloc("mask fill -inf", p)
+            lt.alloc("mask", p * B * S * S)
+            lt.free("mask fill 0", "mask fill -inf")
         lt.alloc("attn out", p * qe)
         lt.alloc("logsumexp", FP32 * B * a * S)
+        if mixed and repeated:
+            lt.free("k repeated fp32")
     else:
         # the batched matmuls want q, kᵀ and v as (B·a)×S×d operands: contiguous copies, where
         # repeat_kv (GQA) has not made them already; with one sequence (B = 1) views do
@@ -220,6 +248,15 @@ def layer_forward(t, i: int, s, spec, dropout: tuple[float, float, float]) -> No
     lt.free(*transients)
     lt.alloc("x2", stream * n * h)  # the residual stream after attention
     lt.free("o out")
+
+
+def mlp_forward(lt, s, spec) -> None:
+    """A layer's MLP half on "x2" to its last kept tensor: the RMSNorm and the gated MLP, then
+    what the layer held beyond its kept tensors is freed (at the residual add, or where a
+    checkpointed recompute stops)."""
+    p, B, S, n, mixed, stream = _dims(s, spec)
+    h, f = s.h, s.ffn
+    w, bias = _matrices(s), _biases(s)
     rmsnorm_forward(lt, "mlp norm", "x2", n, h, p, mixed)
     for x in ("gate", "act", "up", "act·up"):
         if mixed and x in ("gate", "up"):
@@ -257,6 +294,8 @@ def outside_saved(s, spec, dropout: tuple[float, float, float]) -> dict[str, int
         out["position ids"] = INDEX_BYTES * S
         if spec.attn == "eager":
             out["attention mask"] = B * S * S * stream
+        elif explicit_mask(s, spec):  # SDPA's is boolean, one for the batch
+            out["attention mask"] = S * S
     return out
 
 
@@ -279,20 +318,25 @@ def layer_backward(t, i: int, s, spec, dropout: tuple[float, float, float]) -> N
     a kept tensor."""
     p, B, S, n, mixed, stream = _dims(s, spec)
     lt = t.scope(f"layer {i}: ")
-    a, g, d, f, h = s.heads, s.kv_heads, s.head_dim, s.ffn, s.h
-    w = _matrices(s)
-    qe, kve = n * a * d, n * g * d  # elements of q and of k (v)
+    if mixed:  # the residual add hands dy to the MLP, cast to the MLP's dtype under autocast
+        lt.alloc("d mlp out", p * n * s.h)
+    if spec.checkpointing:  # the first kept tensor backward needs starts the recompute
+        layer_forward(t, i, s, spec, dropout)
+    mlp_backward(lt, s, spec)
+    attention_backward(lt, i, s, spec)
+
+
+def mlp_backward(lt, s, spec) -> None:
+    """The gated MLP's backward and its RMSNorm's, from dy (kept in the residual stream) to dy
+    with the MLP's input gradient added."""
+    p, B, S, n, mixed, stream = _dims(s, spec)
+    f, h = s.ffn, s.h
+    w, bias = _matrices(s), _biases(s)
     ck = spec.checkpointing
 
     def copies(*names):  # autocast: the weight copy and the input cast a projection keeps
         return tuple(x for k in names for x in (f"{k} weight copy", f"{k} input cast")) if mixed else ()
 
-    # MLP (the residual add hands dy to the MLP unchanged; under autocast cast to the MLP's dtype)
-    if mixed:
-        lt.alloc("d mlp out", p * n * h)
-    if spec.checkpointing:  # the first kept tensor backward needs starts the recompute
-        layer_forward(t, i, s, spec, dropout)
-    bias = _biases(s)
     linear_backward(lt, "down", w["down"], "d act·up", n * f, p, mixed, ("d mlp out",) if mixed else (), bias=bias["down"],
                     saved=(("down weight copy",) if mixed else ()) + ("act·up",), recomputed=ck)
     lt.alloc("d act", p * n * f)
@@ -306,27 +350,49 @@ def layer_backward(t, i: int, s, spec, dropout: tuple[float, float, float]) -> N
                     bias=bias["gate"], saved=copies("gate") if mixed else ("mlp norm: × weight",), recomputed=ck)
     rmsnorm_backward(lt, "mlp norm", "d mlp norm out", n, h, stream, stream, stream == FP32, "/dy", spec.checkpointing)
 
-    # attention
+
+
+def attention_backward(lt, i: int, s, spec) -> None:
+    """Layer i's attention backward and its input RMSNorm's, from dy to the gradient of the
+    layer's input (dy again)."""
+    p, B, S, n, mixed, stream = _dims(s, spec)
+    a, g, d, h = s.heads, s.kv_heads, s.head_dim, s.h
+    w, bias = _matrices(s), _biases(s)
+    qe, kve = n * a * d, n * g * d  # elements of q and of k (v)
+    ck = spec.checkpointing
+
+    def copies(*names):  # autocast: the weight copy and the input cast a projection keeps
+        return tuple(x for k in names for x in (f"{k} weight copy", f"{k} input cast")) if mixed else ()
+
     if mixed:
         lt.alloc("d attn o", p * n * h)
     o_saved = (("o weight copy",) if mixed else ()) + (("attn out",) if spec.attn == "eager" else ())
     linear_backward(lt, "o", w["o"], "d attn out", qe, p, mixed, ("d attn o",) if mixed else (), bias=bias["o"], saved=o_saved,
                     recomputed=ck)
+    repeated = spec.attn == "eager" or (explicit_mask(s, spec) and g != a)  # k and v went in repeated to a heads
     if spec.attn == "sdpa":
+        ke = qe if repeated else kve
         lt.alloc("dq", p * qe)
-        lt.alloc("dk", p * kve)
-        lt.alloc("dv", p * kve)
-        lt.free("d attn out", "k", "q", "v", "logsumexp", "attn out")
+        lt.alloc("dk", p * ke)
+        lt.alloc("dv", p * ke)
+        lt.free("d attn out", *(("mask",) if explicit_mask(s, spec) else ()), "k", "q", "v", "logsumexp", "attn out")
         if mixed:  # back through autocast's casts of the fp32 rotated q and k
-            for x, e in (("dq", qe), ("dk", kve)):
+            for x, e in (("dq", qe), ("dk", ke)):
                 lt.alloc(x + " fp32", FP32 * e)
                 lt.free(x)
                 lt.rename(x + " fp32", x)
+        if repeated:  # repeat_kv's backward: the sum over the repeated heads
+            lt.rename("dv", "dv rep")
+            lt.rename("dk", "dk rep")
+            lt.alloc("dv", p * kve)
+            lt.free("dv rep")
+            lt.alloc("dk", (FP32 if mixed else p) * kve)
+            lt.free("dk rep")
     else:
         eager_core_backward(lt, B, S, a, g, d, p, mixed)
     rope_backward(lt, "dk", kve, p, mixed)
     rope_backward(lt, "dq", qe, p, mixed, last=i == 0 and not spec.checkpointing)
-    if spec.attn == "eager":  # the sum over repeated heads is laid out by head: contiguous copy for v_proj
+    if repeated:  # the sum over repeated heads is laid out by head: contiguous copy for v_proj
         lt.alloc("dv contiguous", p * kve)
         lt.free("dv")
         lt.rename("dv contiguous", "dv")
@@ -339,7 +405,7 @@ def layer_backward(t, i: int, s, spec, dropout: tuple[float, float, float]) -> N
                         into="d attn norm out", bias=bias[x], saved=copies(x) + into_frees, recomputed=ck)
     frame = ()  # with checkpointing the layer's kept inputs go with its last recomputed tensor (the shared ones with the first layer's)
     if spec.checkpointing:
-        shared = ("/cos", "/sin", "/position ids") + (("/attention mask",) if spec.attn == "eager" else ())
+        shared = ("/cos", "/sin", "/position ids") + (("/attention mask",) if spec.attn == "eager" or explicit_mask(s, spec) else ())
         frame = (() if stream == FP32 else ("layer input",)) + (shared if i == 0 else ())
     rmsnorm_backward(lt, "attn norm", "d attn norm out", n, h, stream, stream, stream == FP32, "/dy", spec.checkpointing, frame)
 
