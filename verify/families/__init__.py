@@ -36,7 +36,7 @@ FAMILIES = (
     Family("gpt2", "GPT-2", gpt2.MODEL_TYPES, gpt2.fields, gpt2.params, gpt2.buffers, gpt2.TRAINING),
     Family("mixtral", "Mixtral", mixtral.MODEL_TYPES, mixtral.fields, mixtral.params, mixtral.buffers, mixtral.TRAINING),
     Family("bloom", "BLOOM", bloom.MODEL_TYPES, bloom.fields, bloom.params, bloom.buffers, bloom.TRAINING),
-    Family("opt", "OPT", opt.MODEL_TYPES, opt.fields, opt.params, opt.buffers),
+    Family("opt", "OPT", opt.MODEL_TYPES, opt.fields, opt.params, opt.buffers, opt.TRAINING),
     Family("gptj", "GPT-J", gptj.MODEL_TYPES, gptj.fields, gptj.params, gptj.buffers),
     Family("gpt_neox", "GPT-NeoX", gpt_neox.MODEL_TYPES, gpt_neox.fields, gpt_neox.params, gpt_neox.buffers),
     Family("falcon", "Falcon", falcon.MODEL_TYPES, falcon.fields, falcon.params, falcon.buffers),
