@@ -11,7 +11,8 @@ from verify.build import build
 from verify.measure.memory import MemorySpec
 from verify.measure.sweeps import config_with, measure
 from verify.configs import shape
-from verify.predict.memory import covered, dropout_of, peak_covered, predict
+from verify.families.tape import Options
+from verify.predict.memory import covered, options_of, peak_covered, predict
 
 PEAK_TOLERANCE = 0.001  # peaks: the predictor picks the moment, a few KB of ids/labels may differ
 
@@ -20,7 +21,7 @@ def _predict(spec: MemorySpec, **overrides):
     config = config_with(spec.model, **overrides)
     s = shape(config)
     T = len(list(build(config, device="meta").parameters()))
-    return s, predict(s, spec, T, dropout_of(config))
+    return s, predict(s, spec, T, options_of(config))
 
 
 @pytest.mark.parametrize(
@@ -77,7 +78,7 @@ def test_predictor_says_what_it_does_not_cover():
     spec = MemorySpec(model="mixtral-8x7b", precision="mixed")
     assert "bf16 pure precision only" in covered(s, spec)
     assert "activations" not in predict(s, spec, T=1).terms
-    assert covered(shape(config_with("bloom-7b1")), MemorySpec(model="bloom-7b1", attn="eager"), (0.0, 0.1, 0.0)) is not None
+    assert covered(shape(config_with("bloom-7b1")), MemorySpec(model="bloom-7b1", attn="eager"), Options(dropout=(0.0, 0.1, 0.0))) is not None
 
 
 @pytest.mark.parametrize(
@@ -94,8 +95,7 @@ def test_gpt2_predictor_matches_fake_backend(spec, overrides):
     byte, peak within PEAK_TOLERANCE, with and without dropout (tiny-gpt2 was the derivation)."""
     config = config_with(spec.model, **overrides)
     s = shape(config)
-    pr = predict(s, spec, len(list(build(config, device="meta").parameters())),
-                 (config.embd_pdrop, config.attn_pdrop, config.resid_pdrop))
+    pr = predict(s, spec, len(list(build(config, device="meta").parameters())), options_of(config))
     r = measure(spec, **overrides)
     assert pr.total("activations") == r.activations_bytes
     assert abs(pr.peak_bytes - r.peak_bytes) <= PEAK_TOLERANCE * r.peak_bytes

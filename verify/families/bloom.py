@@ -17,7 +17,7 @@ from __future__ import annotations
 from verify.units import INDEX_BYTES, dtype_bytes
 
 from verify.families.blocks import FP32, attention, mlp, norm
-from verify.families.tape import (GRAD, Training, add_into, layernorm_backward, layernorm_forward, linear_backward,
+from verify.families.tape import (GRAD, Options, Training, add_into, layernorm_backward, layernorm_forward, linear_backward,
                                   linear_forward)
 
 MODEL_TYPES = ("bloom",)
@@ -64,15 +64,15 @@ def _dims(s, spec) -> tuple:
     return p, spec.batch, spec.seq, spec.batch * spec.seq, mixed, FP32 if mixed else p
 
 
-def dropout(config) -> tuple[float, float, float]:
-    """BLOOM's (embedding, attention, residual) dropout probabilities: none, attention_dropout,
-    hidden_dropout."""
-    return 0.0, float(config.attention_dropout or 0.0), float(config.hidden_dropout or 0.0)
+def options(config) -> Options:
+    """BLOOM's dropout: attention_dropout on the probabilities, hidden_dropout on the residual
+    branches, none on the embedding."""
+    return Options(dropout=(0.0, float(config.attention_dropout or 0.0), float(config.hidden_dropout or 0.0)))
 
 
-def gaps(s, spec, dropout: tuple[float, float, float]) -> str | None:
+def gaps(s, spec, opts: Options) -> str | None:
     """Non-zero dropout is not derived for BLOOM (its releases train with none)."""
-    if spec.mode == "train" and any(dropout):
+    if spec.mode == "train" and any(opts.dropout):
         return "BLOOM's training terms are derived without dropout (attention_dropout and hidden_dropout 0)"
     return None
 
@@ -116,7 +116,7 @@ def gelu_backward(t, x: str, gy: str, e: int, p: int) -> str:
     return "d " + x
 
 
-def layer_forward(t, i: int, s, spec, dropout: tuple[float, float, float]) -> None:
+def layer_forward(t, i: int, s, spec, opts: Options) -> None:
     """Block i's forward from its input to its last kept tensor. Kept: both LayerNorms' input,
     mean and 1/std; the fused qkv's q, k and v as contiguous copies (p·nh each); ALiBi's
     baddbmm needs no saved bias; the fp32 softmax (4·B·a·S²) and its cast (p·B·a·S², the
@@ -164,7 +164,7 @@ def layer_forward(t, i: int, s, spec, dropout: tuple[float, float, float]) -> No
         lt.free("ln_2: out", *(f"{k} bias copy" for k in ("qkv", "dense", "h_to_4h", "4h_to_h")))
 
 
-def outside_saved(s, spec, dropout: tuple[float, float, float]) -> dict[str, int]:
+def outside_saved(s, spec, opts: Options) -> dict[str, int]:
     """Outside the blocks: the embedding LayerNorm's input (the embedding's output), mean and
     1/std, ln_f's (and its output, kept by the head, in pure precision; under autocast the head's
     cast of it and its weight copy, V·h·p), the input ids; with checkpointing the ALiBi bias
@@ -204,7 +204,7 @@ def head_backward(t, s, spec) -> None:
     t.rename(layernorm_backward(t, "ln_f", "ln_f: gy", n, s.h, stream, stream, None), "dy")
 
 
-def layer_backward(t, i: int, s, spec, dropout: tuple[float, float, float]) -> None:
+def layer_backward(t, i: int, s, spec, opts: Options) -> None:
     """Block i's backward from its output's gradient ("dy") to its input's ("dy"); with
     checkpointing the recompute first."""
     p, B, S, n, mixed, stream = _dims(s, spec)
@@ -219,7 +219,7 @@ def layer_backward(t, i: int, s, spec, dropout: tuple[float, float, float]) -> N
     if mixed:  # the residual add's gradient for the p-byte branch
         lt.alloc("d mlp out", p * n * h)
     if ck:
-        layer_forward(t, i, s, spec, dropout)
+        layer_forward(t, i, s, spec, opts)
     linear_backward(lt, "4h_to_h", f * h, "d gelu", n * f, p, mixed, ("d mlp out",) if mixed else (), bias=h,
                     saved=("gelu",) + copies("4h_to_h", False), recomputed=ck)
     gelu_backward(lt, "fc", "d gelu", n * f, p)
@@ -280,4 +280,4 @@ def embedding_backward(t, s, spec) -> None:
 
 
 TRAINING = Training(layer_forward, outside_saved, head_backward, layer_backward, embedding_backward, forward_end,
-                    gaps, dropout)
+                    gaps, options)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from verify.units import INDEX_BYTES, dtype_bytes
 
 from verify.families.blocks import FP32, attention, mlp, norm
-from verify.families.tape import (GRAD, Training, add_into, dropout_backward, dropout_forward, gelu_tanh_backward,
+from verify.families.tape import (GRAD, Options, Training, add_into, dropout_backward, dropout_forward, gelu_tanh_backward,
                                   gelu_tanh_forward, layernorm_backward, layernorm_forward, linear_backward, linear_forward)
 
 MODEL_TYPES = ("gpt2",)
@@ -64,7 +64,7 @@ def _dims(s, spec) -> tuple:
     return p, spec.batch, spec.seq, spec.batch * spec.seq, mixed, FP32 if mixed else p
 
 
-def layer_forward(t, i: int, s, spec, dropout: tuple[float, float, float]) -> None:
+def layer_forward(t, i: int, s, spec, opts: Options) -> None:
     """Block i's forward from its input ("layer input", n·h in the stream's dtype) to its last
     kept tensor; dropout = (embd_pdrop, attn_pdrop, resid_pdrop). Kept: ln_1's and ln_2's input,
     mean and 1/std (`layernorm_forward`); the fused qkv (3p·nh: SDPA keeps q, k, v as views of
@@ -75,7 +75,7 @@ def layer_forward(t, i: int, s, spec, dropout: tuple[float, float, float]) -> No
     `gelu_tanh_forward`); the residual dropouts' 1-byte masks; in pure precision the norms'
     outputs (kept by c_attn and c_fc); under autocast each Conv1D's weight copy and input cast."""
     p, B, S, n, mixed, stream = _dims(s, spec)
-    embd, attn_p, resid = dropout
+    embd, attn_p, resid = opts.dropout
     lt = t.scope(f"layer {i}: ")
     h, f, a = s.h, s.ffn, s.heads
     sq = B * a * S * S
@@ -136,7 +136,7 @@ def layer_forward(t, i: int, s, spec, dropout: tuple[float, float, float]) -> No
             *((f"{k} bias copy" for k in ("c_attn", "attn c_proj", "c_fc", "mlp c_proj")) if mixed else ()))
 
 
-def outside_saved(s, spec, dropout: tuple[float, float, float]) -> dict[str, int]:
+def outside_saved(s, spec, opts: Options) -> dict[str, int]:
     """Outside the blocks: ln_f's input, mean and 1/std (and its output, kept by the head, in pure
     precision; under autocast the head's cast of it and the head's weight copy, V·h·p), the
     embedding-dropout mask (1 byte per element), the token and position ids; with checkpointing
@@ -147,7 +147,7 @@ def outside_saved(s, spec, dropout: tuple[float, float, float]) -> dict[str, int
         out.update({"head input cast": p * n * s.h, "head weight copy": p * s.V * s.h})
     else:
         out["ln_f: out"] = p * n * s.h
-    if dropout[0] > 0:
+    if opts.dropout[0] > 0:
         out["embedding dropout mask"] = n * s.h
     out.update({"input ids": INDEX_BYTES * n, "position ids": INDEX_BYTES * S})
     if spec.checkpointing and spec.attn == "eager":
@@ -178,11 +178,11 @@ def head_backward(t, s, spec) -> None:
     t.rename(layernorm_backward(t, "ln_f", "ln_f: gy", n, s.h, stream, stream, None), "dy")
 
 
-def layer_backward(t, i: int, s, spec, dropout: tuple[float, float, float]) -> None:
+def layer_backward(t, i: int, s, spec, opts: Options) -> None:
     """Block i's backward from the gradient of its output ("dy") to that of its input ("dy"
     again); with checkpointing its recompute first, when the MLP's dropout needs its mask."""
     p, B, S, n, mixed, stream = _dims(s, spec)
-    embd, attn_p, resid = dropout
+    embd, attn_p, resid = opts.dropout
     lt = t.scope(f"layer {i}: ")
     h, f, a = s.h, s.ffn, s.heads
     sq = B * a * S * S
@@ -194,7 +194,7 @@ def layer_backward(t, i: int, s, spec, dropout: tuple[float, float, float]) -> N
     if mixed:
         lt.alloc("d mlp dropout out", p * n * h)
     if ck:
-        layer_forward(t, i, s, spec, dropout)
+        layer_forward(t, i, s, spec, opts)
     g, frees = "/dy", ()
     if mixed:
         g, frees = "d mlp dropout out", ("d mlp dropout out",)
@@ -296,4 +296,10 @@ def embedding_backward(t, s, spec) -> None:
         t.free(g)
 
 
-TRAINING = Training(layer_forward, outside_saved, head_backward, layer_backward, embedding_backward, forward_end)
+def options(config) -> Options:
+    """GPT-2's dropout: embd_pdrop, attn_pdrop, resid_pdrop."""
+    return Options(dropout=tuple(float(getattr(config, k, 0.0) or 0.0) for k in ("embd_pdrop", "attn_pdrop", "resid_pdrop")))
+
+
+TRAINING = Training(layer_forward, outside_saved, head_backward, layer_backward, embedding_backward, forward_end,
+                    options=options)

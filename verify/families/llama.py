@@ -19,7 +19,7 @@ from __future__ import annotations
 from verify.units import INDEX_BYTES, dtype_bytes
 
 from verify.families.blocks import FP32, attention, mlp, rope_inv_freq
-from verify.families.tape import GRAD, Training, add_into, linear_backward, rmsnorm_backward, rmsnorm_forward, rope_backward, rope_forward
+from verify.families.tape import GRAD, Options, Training, add_into, linear_backward, rmsnorm_backward, rmsnorm_forward, rope_backward, rope_forward
 
 MODEL_TYPES = ("llama", "mistral", "qwen2")
 
@@ -70,10 +70,9 @@ def buffers(s, p: int) -> dict[str, int]:
 # --- training: what the forward keeps for backward, and the backward on a tape ----------------
 
 
-def dropout(config) -> tuple[float, float, float]:
-    """The LLaMA family's (embedding, attention, residual) dropout: attention_dropout alone (0 in
-    its releases)."""
-    return 0.0, float(getattr(config, "attention_dropout", 0.0) or 0.0), 0.0
+def options(config) -> Options:
+    """The LLaMA family's dropout: attention_dropout alone (0 in its releases)."""
+    return Options(dropout=(0.0, float(getattr(config, "attention_dropout", 0.0) or 0.0), 0.0))
 
 
 def explicit_mask(s, spec) -> bool:
@@ -82,11 +81,11 @@ def explicit_mask(s, spec) -> bool:
     return bool(s.sliding_window) and spec.seq >= s.sliding_window
 
 
-def activation_gaps(s, spec, dropout: tuple[float, float, float]) -> str | None:
+def activation_gaps(s, spec, opts: Options) -> str | None:
     """Where the training terms are not derived: eager attention with dropout on its probabilities."""
     if spec.mode != "train":
         return None
-    if spec.attn == "eager" and dropout[1] > 0:
+    if spec.attn == "eager" and opts.dropout[1] > 0:
         return "eager attention with attention_dropout > 0 is not derived for the LLaMA family"
     return None
 
@@ -112,7 +111,7 @@ def _biases(s) -> dict[str, int]:
     return {**qkv, "o": s.h if s.o_bias else 0, **mlp_b}
 
 
-def layer_forward(t, i: int, s, spec, dropout: tuple[float, float, float]) -> None:
+def layer_forward(t, i: int, s, spec, opts: Options) -> None:
     """Layer i's forward from its input ("layer input", n·h in the residual stream's dtype) to the
     last tensor it keeps for backward (where a checkpointed recompute stops); these modules apply
     no dropout. What stays live is what the layer keeps: two RMSNorms (`rmsnorm_forward`), q and
@@ -276,7 +275,7 @@ def mlp_forward(lt, s, spec) -> None:
         lt.free("x2")
 
 
-def outside_saved(s, spec, dropout: tuple[float, float, float]) -> dict[str, int]:
+def outside_saved(s, spec, opts: Options) -> dict[str, int]:
     """Outside the layers: the final RMSNorm (as `rmsnorm_forward` keeps it; under autocast the
     head's cast of its output and the head's weight copy, V·h·p, instead of the product), RoPE's cos and sin (one row of positions shared by the batch:
     S·d each, in the compute dtype; fp32 under autocast), the int64 input ids (8n) and the loss
@@ -311,7 +310,7 @@ def head_backward(t, s, spec) -> None:
     t.rename(dx, "dy")
 
 
-def layer_backward(t, i: int, s, spec, dropout: tuple[float, float, float]) -> None:
+def layer_backward(t, i: int, s, spec, opts: Options) -> None:
     """Layer i's backward, from the gradient of its output ("dy", the residual stream's) to the
     gradient of its input (named "dy" again), freeing what the layer kept as its last user does;
     with checkpointing it starts with the recompute (`layer_forward`) as soon as backward needs
@@ -321,7 +320,7 @@ def layer_backward(t, i: int, s, spec, dropout: tuple[float, float, float]) -> N
     if mixed:  # the residual add hands dy to the MLP, cast to the MLP's dtype under autocast
         lt.alloc("d mlp out", p * n * s.h)
     if spec.checkpointing:  # the first kept tensor backward needs starts the recompute
-        layer_forward(t, i, s, spec, dropout)
+        layer_forward(t, i, s, spec, opts)
     mlp_backward(lt, s, spec)
     attention_backward(lt, i, s, spec)
 
@@ -487,4 +486,4 @@ def forward_end(s, spec) -> dict[str, int]:
 
 
 TRAINING = Training(layer_forward, outside_saved, head_backward, layer_backward, embedding_backward, forward_end,
-                    activation_gaps, dropout)
+                    activation_gaps, options)

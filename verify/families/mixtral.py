@@ -21,7 +21,7 @@ from verify.units import INDEX_BYTES, dtype_bytes
 
 from verify.families import llama
 from verify.families.blocks import FP32, attention, rope_inv_freq
-from verify.families.tape import GRAD, Training, add_into, rmsnorm_backward, rmsnorm_forward
+from verify.families.tape import GRAD, Options, Training, add_into, rmsnorm_backward, rmsnorm_forward
 
 MODEL_TYPES = ("mixtral",)
 
@@ -62,16 +62,16 @@ def buffers(s, p: int) -> dict[str, int]:
 # --- training: what the forward keeps for backward, and the backward on a tape ----------------
 
 
-def gaps(s, spec, dropout: tuple[float, float, float]) -> str | None:
+def gaps(s, spec, opts: Options) -> str | None:
     """Mixtral's experts are derived in bf16 pure precision only (what the fake backend traces)."""
     if spec.mode == "train" and (spec.dtype != "bf16" or spec.precision != "pure"):
         return "MoE experts are derived in bf16 pure precision only (the fake backend's grouped_mm takes bf16)"
-    if spec.mode == "train" and spec.attn == "eager" and dropout[1] > 0:
+    if spec.mode == "train" and spec.attn == "eager" and opts.dropout[1] > 0:
         return "eager attention with attention_dropout > 0 is not derived"
     return None
 
 
-def layer_forward(t, i: int, s, spec, dropout: tuple[float, float, float]) -> None:
+def layer_forward(t, i: int, s, spec, opts: Options) -> None:
     """Layer i's forward: the LLaMA family's attention half, then the sparse MoE block to its
     last kept tensor (`moe_forward`)."""
     lt = t.scope(f"layer {i}: ")
@@ -111,10 +111,10 @@ def moe_forward(lt, s, spec) -> None:
             *(("x2",) if p != FP32 else ()))
 
 
-def layer_backward(t, i: int, s, spec, dropout: tuple[float, float, float]) -> None:
+def layer_backward(t, i: int, s, spec, opts: Options) -> None:
     """Layer i's backward: the MoE block's (`moe_backward`), then the LLaMA family's attention."""
     lt = t.scope(f"layer {i}: ")
-    moe_backward(lt, s, spec, lambda: layer_forward(t, i, s, spec, dropout))
+    moe_backward(lt, s, spec, lambda: layer_forward(t, i, s, spec, opts))
     llama.attention_backward(lt, i, s, spec)
 
 
@@ -191,4 +191,4 @@ def moe_backward(lt, s, spec, recompute) -> None:
 
 
 TRAINING = Training(layer_forward, llama.outside_saved, llama.head_backward, layer_backward, llama.embedding_backward,
-                    llama.forward_end, gaps, llama.dropout)
+                    llama.forward_end, gaps, llama.options)

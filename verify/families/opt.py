@@ -21,7 +21,7 @@ from __future__ import annotations
 from verify.units import INDEX_BYTES, dtype_bytes
 
 from verify.families.blocks import FP32, attention, mlp, norm
-from verify.families.tape import (GRAD, Training, add_into, dropout_backward, dropout_forward, layernorm_backward,
+from verify.families.tape import (GRAD, Options, Training, add_into, dropout_backward, dropout_forward, layernorm_backward,
                                   layernorm_forward, linear_backward, linear_forward)
 
 MODEL_TYPES = ("opt",)
@@ -74,20 +74,23 @@ def _dims(s, spec) -> tuple:
     return p, spec.batch, spec.seq, spec.batch * spec.seq, mixed, FP32 if mixed else p
 
 
-def dropout(config) -> tuple[float, float, float]:
-    """OPT's (embedding, attention, residual) dropout: none on the embeddings, attention_dropout
-    on the attention probabilities, dropout after attention and after the MLP."""
-    return 0.0, float(config.attention_dropout or 0.0), float(config.dropout or 0.0)
+def options(config) -> Options:
+    """OPT's dropout: none on the embeddings, attention_dropout on the attention probabilities,
+    dropout after attention and after the MLP; its activation (ReLU in the releases)."""
+    return Options(dropout=(0.0, float(config.attention_dropout or 0.0), float(config.dropout or 0.0)),
+                   activation=config.activation_function)
 
 
-def gaps(s, spec, dropout: tuple[float, float, float]) -> str | None:
+def gaps(s, spec, opts: Options) -> str | None:
     """Attention dropout under eager attention is not derived (OPT's releases set it to 0)."""
-    if spec.mode == "train" and spec.attn == "eager" and dropout[1] > 0:
+    if spec.mode == "train" and spec.attn == "eager" and opts.dropout[1] > 0:
         return "OPT with attention_dropout > 0 under eager attention is not derived"
+    if spec.mode == "train" and opts.activation not in ("relu", ""):
+        return f"OPT's training terms are derived for ReLU, not {opts.activation}"
     return None
 
 
-def layer_forward(t, i: int, s, spec, dropout: tuple[float, float, float]) -> None:
+def layer_forward(t, i: int, s, spec, opts: Options) -> None:
     """Layer i's forward from its input to its last kept tensor. Pre-LN (OPT-1.3B and most): the
     LayerNorms' inputs (the stream), mean and 1/std, their outputs kept by the projections (pure
     precision); post-LN (OPT-350M): the LayerNorms come after each residual add and the layer's
@@ -96,7 +99,7 @@ def layer_forward(t, i: int, s, spec, dropout: tuple[float, float, float]) -> No
     softmax 4·B·a·S² and its cast, the re-merged output), ReLU's output (p·nf), the residual
     dropouts' 1-byte masks; under autocast each projection's weight copy and input cast."""
     p, B, S, n, mixed, stream = _dims(s, spec)
-    resid = dropout[2]
+    resid = opts.dropout[2]
     lt = t.scope(f"layer {i}: ")
     h, f, a = s.h, s.ffn, s.heads
     sq = B * a * S * S
@@ -223,7 +226,7 @@ def eager_core_backward(lt, B: int, S: int, a: int, n: int, h: int, p: int, mixe
     lt.rename("dkᵀ", "dk")
 
 
-def outside_saved(s, spec, dropout: tuple[float, float, float]) -> dict[str, int]:
+def outside_saved(s, spec, opts: Options) -> dict[str, int]:
     """Outside the layers: the final LayerNorm's input, mean and 1/std (pre-LN), the input of
     project_out (h→e, when e ≠ h) and of the head (under autocast their casts and weight
     copies), the embedding output kept by project_in (e ≠ h), the input ids and the position
@@ -291,11 +294,11 @@ def head_backward(t, s, spec) -> None:
     t.rename(g, "dy")
 
 
-def layer_backward(t, i: int, s, spec, dropout: tuple[float, float, float]) -> None:
+def layer_backward(t, i: int, s, spec, opts: Options) -> None:
     """Layer i's backward from its output's gradient ("dy") to its input's ("dy"); with
     checkpointing the recompute first."""
     p, B, S, n, mixed, stream = _dims(s, spec)
-    resid = dropout[2]
+    resid = opts.dropout[2]
     lt = t.scope(f"layer {i}: ")
     h, f = s.h, s.ffn
     pre, affine, ck = s.final_norm, s.norm == "layernorm", spec.checkpointing
@@ -319,7 +322,7 @@ def layer_backward(t, i: int, s, spec, dropout: tuple[float, float, float]) -> N
         if mixed:
             lt.alloc("d mlp dropout out", p * n * h)
         if ck:
-            layer_forward(t, i, s, spec, dropout)
+            layer_forward(t, i, s, spec, opts)
         g, frees = "/dy", ()
         if mixed:
             g, frees = "d mlp dropout out", ("d mlp dropout out",)
@@ -329,7 +332,7 @@ def layer_backward(t, i: int, s, spec, dropout: tuple[float, float, float]) -> N
         r = "/dy"
     else:
         if ck:
-            layer_forward(t, i, s, spec, dropout)
+            layer_forward(t, i, s, spec, opts)
         r = layernorm_backward(lt, "ln_2", "/dy", n, h, stream, stream, None, affine)  # the gradient of the residual sum
         g, frees = branch("mlp dropout", r)
     mlp_in = "ln_2: out" if pre else "ln_1: out"
@@ -413,4 +416,4 @@ def embedding_backward(t, s, spec) -> None:
 
 
 TRAINING = Training(layer_forward, outside_saved, head_backward, layer_backward, embedding_backward, forward_end,
-                    gaps, dropout)
+                    gaps, options)

@@ -311,6 +311,14 @@ def grad_cast(t, g: str, into: str | None, nbytes: int, name: str) -> str:
 
 
 @dataclass(frozen=True)
+class Options:
+    """What a model's config says that its Shape does not, and that the training terms read."""
+
+    dropout: tuple[float, float, float] = (0.0, 0.0, 0.0)  # (embedding, attention, residual) dropout probabilities, as the modules apply them
+    activation: str = ""  # the MLP's activation (transformers' ACT2FN name) where the family lets the config choose
+
+
+@dataclass(frozen=True)
 class Training:
     """How a family's training step holds memory, as the fake backend's trace shows it: what the
     forward keeps for backward, and its backward on a `Tape`, block by block. The predictor
@@ -318,14 +326,14 @@ class Training:
     the peak; the loss (cross-entropy or a sum of the logits), the checkpointed recompute and the
     optimizer step are the same for every family and live there."""
 
-    layer_forward: Callable  # (Tape, i, Shape, MemorySpec, dropout) -> plays layer i's forward from "layer input" to its last kept tensor: what stays live is what it keeps
-    outside_saved: Callable  # (Shape, MemorySpec, dropout) -> the other tensors live at the forward/backward boundary (final norm, tables, ids), name -> bytes
+    layer_forward: Callable  # (Tape, i, Shape, MemorySpec, Options) -> plays layer i's forward from "layer input" to its last kept tensor: what stays live is what it keeps
+    outside_saved: Callable  # (Shape, MemorySpec, Options) -> the other tensors live at the forward/backward boundary (final norm, tables, ids), name -> bytes
     head_backward: Callable  # (Tape, Shape, MemorySpec) -> plays "grad logits" back to the last layer's output gradient "dy"
-    layer_backward: Callable  # (Tape, i, Shape, MemorySpec, dropout) -> plays layer i's backward, "dy" of its output to "dy" of its input (with checkpointing, its recompute first: layer_forward again)
+    layer_backward: Callable  # (Tape, i, Shape, MemorySpec, Options) -> plays layer i's backward, "dy" of its output to "dy" of its input (with checkpointing, its recompute first: layer_forward again)
     embedding_backward: Callable  # (Tape, Shape, MemorySpec) -> plays the backward below the first layer (embedding, positions), "dy" consumed
     forward_end: Callable | None = None  # (Shape, MemorySpec) -> tensors the forward's end still holds beside the logits though backward does not keep them, name -> bytes
-    gaps: Callable | None = None  # (Shape, MemorySpec, dropout) -> why these terms do not reach a run (one line), or None
-    dropout: Callable | None = None  # config -> its (embedding, attention, residual) dropout probabilities as the modules apply them; None: GPT-2's embd_pdrop, attn_pdrop, resid_pdrop
+    gaps: Callable | None = None  # (Shape, MemorySpec, Options) -> why these terms do not reach a run (one line), or None
+    options: Callable | None = None  # config -> Options (what the config says beyond the Shape); None: no dropout, the default activation
 
 
 def rmsnorm_forward(t, norm: str, inp: str, n: int, h: int, p: int, mixed: bool) -> None:

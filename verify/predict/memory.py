@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from verify.families import FAMILIES, family_of, not_in_registry
-from verify.families.tape import GRAD, Tape
+from verify.families.tape import Options, Tape
 from verify.formulas import memory as M
 from verify.units import FP32, INDEX_BYTES, dtype_bytes
 from verify.formulas.params import exact, total
@@ -90,7 +90,7 @@ def layer_stretch(i: int, L: int, checkpointing: bool) -> str:
     return f"{where}'s recompute and backward" if checkpointing else f"{where}'s backward"
 
 
-def train_tape(s, spec, state: int, N: int, dropout: tuple[float, float, float]) -> Tape:
+def train_tape(s, spec, state: int, N: int, opts: Options) -> Tape:
     """The training step of `spec` played on a tape from the forward/backward boundary to the
     optimizer step: `state` bytes of params, buffers and optimizer state throughout, the family's
     and the loss's tensors at the boundary (with checkpointing each layer keeps its input alone,
@@ -100,13 +100,13 @@ def train_tape(s, spec, state: int, N: int, dropout: tuple[float, float, float])
     tr = family_of(s.model_type).training
     p, n = dtype_bytes(spec.dtype), spec.batch * spec.seq
     stream = FP32 if spec.precision == "mixed" else p
-    layer = layer_saved(s, spec, dropout)
+    layer = layer_saved(s, spec, opts)
     t = Tape({"state": state}, stretch="forward end")
     for i in range(s.L):
         kept = {"layer input": n * s.h * stream} if spec.checkpointing else layer
         for k, v in kept.items():
             t.alloc(f"layer {i}: {k}", v)
-    for k, v in {**tr.outside_saved(s, spec, dropout), **loss_saved(s, spec)}.items():
+    for k, v in {**tr.outside_saved(s, spec, opts), **loss_saved(s, spec)}.items():
         t.alloc(k, v)
     logits = {**logits_transient(s, spec), **(tr.forward_end(s, spec) if tr.forward_end else {})}
     for k, v in logits.items():
@@ -117,7 +117,7 @@ def train_tape(s, spec, state: int, N: int, dropout: tuple[float, float, float])
     tr.head_backward(t, s, spec)
     for i in reversed(range(s.L)):
         t.enter(layer_stretch(i, s.L, spec.checkpointing))
-        tr.layer_backward(t, i, s, spec, dropout)
+        tr.layer_backward(t, i, s, spec, opts)
         if spec.checkpointing and f"layer {i}: layer input" in t.live:
             t.free(f"layer {i}: layer input")
     t.enter("embedding backward")
@@ -131,45 +131,45 @@ def train_tape(s, spec, state: int, N: int, dropout: tuple[float, float, float])
     return t
 
 
-def layer_saved(s, spec, dropout: tuple[float, float, float]) -> dict[str, int]:
+def layer_saved(s, spec, opts: Options) -> dict[str, int]:
     """What one decoder layer keeps for backward without checkpointing, tensor by tensor: what its
     forward (the family's `layer_forward`) leaves live, its input aside (kept, where it is, by
     the layer's first norm)."""
     n = spec.batch * spec.seq
     stream = FP32 if spec.precision == "mixed" else dtype_bytes(spec.dtype)
     t = Tape({"layer 0: layer input": n * s.h * stream})
-    family_of(s.model_type).training.layer_forward(t, 0, s, spec, dropout)
+    family_of(s.model_type).training.layer_forward(t, 0, s, spec, opts)
     return {k.removeprefix("layer 0: "): v for k, v in t.live.items() if k != "layer 0: layer input"}
 
 
-def activations(s, spec, dropout: tuple[float, float, float]) -> dict[str, int]:
+def activations(s, spec, opts: Options) -> dict[str, int]:
     """Bytes live at the forward/backward boundary beyond the persistent state (training): each
     layer's kept tensors (with checkpointing its input alone, n·h in the residual stream's
     dtype), the family's others and the loss's."""
     tr = family_of(s.model_type).training
     n = spec.batch * spec.seq
     stream = FP32 if spec.precision == "mixed" else dtype_bytes(spec.dtype)
-    layer = {"layer input n·h·p_stream": n * s.h * stream} if spec.checkpointing else layer_saved(s, spec, dropout)
-    return {**{f"L × {k}": s.L * v for k, v in layer.items()}, **tr.outside_saved(s, spec, dropout), **loss_saved(s, spec)}
+    layer = {"layer input n·h·p_stream": n * s.h * stream} if spec.checkpointing else layer_saved(s, spec, opts)
+    return {**{f"L × {k}": s.L * v for k, v in layer.items()}, **tr.outside_saved(s, spec, opts), **loss_saved(s, spec)}
 
 
-def covered(s, spec, dropout: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> str | None:
-    """None if the predictor covers this run (with the config's `dropout` probabilities); otherwise
-    why not (one line)."""
+def covered(s, spec, opts: Options = Options()) -> str | None:
+    """None if the predictor covers this run (with the config's `opts`: dropout, activation);
+    otherwise why not (one line)."""
     family = family_of(s.model_type)
     if family is None:
         return not_in_registry(s.model_type)
     if family.training is None:
         derived = ", ".join(f.label for f in FAMILIES if f.training)
         return f"training terms are derived for {derived}; not for {family.label} ({s.model_type})"
-    return family.training.gaps(s, spec, dropout) if family.training.gaps else None
+    return family.training.gaps(s, spec, opts) if family.training.gaps else None
 
 
-def peak_covered(s, spec, dropout: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> str | None:
+def peak_covered(s, spec, opts: Options = Options()) -> str | None:
     """None if the predictor also gives the peak; otherwise why not."""
     if spec.mode != "train":
         return f"the {spec.mode} peak beyond the persistent terms is not derived"
-    return covered(s, spec, dropout)
+    return covered(s, spec, opts)
 
 
 @dataclass
@@ -188,27 +188,27 @@ class Prediction:
         return total(self.terms[category]) if category in self.terms else None
 
 
-def predict(s, spec, T: int, dropout: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> Prediction:
+def predict(s, spec, T: int, opts: Options = Options()) -> Prediction:
     """The Prediction for the run `spec` on Shape `s`; T = parameter tensors (Adam's step counters);
-    dropout = the config's (embedding, attention, residual) dropout probabilities (`dropout_of`;
-    none by default). Activation and peak terms only where `covered` / `peak_covered` is None; a
-    model_type the registry does not cover has no closed form (ValueError)."""
+    opts = what the config says beyond the Shape (`options_of`: dropout, activation; none and the
+    default by default). Activation and peak terms only where `covered` / `peak_covered` is None;
+    a model_type the registry does not cover has no closed form (ValueError)."""
     family = family_of(s.model_type)
     N = total(exact(s))
     p = dtype_bytes(spec.dtype)
     pw = FP32 if spec.precision == "mixed" else p
     B, S = spec.batch, spec.seq
     out = Prediction(terms={"params": M.weights(N, pw), "buffers": family.buffers(s, pw)},
-                     not_covered=covered(s, spec, dropout), peak_not_covered=peak_covered(s, spec, dropout))
+                     not_covered=covered(s, spec, opts), peak_not_covered=peak_covered(s, spec, opts))
     terms = out.terms
     if spec.mode == "train":
         terms["grads"] = M.gradients(N, pw)
         terms["optimizer"] = {} if spec.optimizer == "none" else M.optimizer_state(N, T, pw, spec.optimizer)
         if out.not_covered is None:
-            terms["activations"] = activations(s, spec, dropout)
+            terms["activations"] = activations(s, spec, opts)
         if out.peak_not_covered is None:
             state = out.total("params") + out.total("buffers") + out.total("optimizer")
-            out.moments = dict(train_tape(s, spec, state, N, dropout).highest)
+            out.moments = dict(train_tape(s, spec, state, N, opts).highest)
     elif spec.mode == "generate":
         T_kv = M.cached_positions(S, spec.new_tokens)
         if s.sliding_window and spec.new_tokens > 1:  # once decoding starts the cache keeps the last W positions
@@ -221,26 +221,26 @@ def predict(s, spec, T: int, dropout: tuple[float, float, float] = (0.0, 0.0, 0.
 
 
 def inputs_for(model: str) -> tuple:
-    """(Shape, T parameter tensors, dropout probabilities) of a bundled model or config path: what
+    """(Shape, T parameter tensors, Options) of a bundled model or config path: what
     `predict` needs besides the spec. T comes from a meta build (no memory)."""
     from verify.build import build
     from verify.configs import load_config, shape
 
     config = load_config(model)
     T = len(list(build(config, device="meta").parameters()))
-    return shape(config), T, dropout_of(config)
+    return shape(config), T, options_of(config)
 
 
-def dropout_of(config) -> tuple[float, float, float]:
-    """The config's (embedding, attention, residual) dropout probabilities as its family's modules
-    apply them (GPT-2's embd_pdrop, attn_pdrop, resid_pdrop where the family names none)."""
+def options_of(config) -> Options:
+    """What the config says beyond its Shape that the training terms read (dropout, activation),
+    as its family's modules apply it."""
     family = family_of(config.model_type)
-    if family is not None and family.training is not None and family.training.dropout is not None:
-        return family.training.dropout(config)
-    return tuple(float(getattr(config, k, 0.0) or 0.0) for k in ("embd_pdrop", "attn_pdrop", "resid_pdrop"))
+    if family is not None and family.training is not None and family.training.options is not None:
+        return family.training.options(config)
+    return Options()
 
 
 def prediction_for(spec) -> Prediction:
     """`predict` for a MemorySpec, its inputs gathered from spec.model."""
-    s, T, dropout = inputs_for(spec.model)
-    return predict(s, spec, T, dropout)
+    s, T, opts = inputs_for(spec.model)
+    return predict(s, spec, T, opts)
