@@ -183,17 +183,17 @@ def layernorm_forward(t, ln: str, inp: str, n: int, h: int, p: int) -> None:
 
 
 def layernorm_backward(t, ln: str, gy: str, n: int, h: int, p: int, pw: int, into: str | None, affine: bool = True,
-                       frame: tuple[str, ...] = ()) -> str:
+                       frame: tuple[str, ...] = (), frees_input: bool = True) -> str:
     """nn.LayerNorm's backward from the gradient of its output `gy`: the input's gradient (p·nh)
     and the weight's and bias's (p_w·h each, with an affine norm), then `gy` and what it kept
     are freed; the input's gradient is added into `into` (the residual stream's) where there is
-    one; `frame`: tensors freed with what it kept (a checkpoint's inputs). Returns the name of the
-    input's gradient."""
+    one; `frame`: tensors freed with what it kept (a checkpoint's inputs); `frees_input` false: its
+    input is kept by another norm still. Returns the name of the input's gradient."""
     t.alloc(ln + ": dx", p * n * h)
     if affine:
         t.alloc(GRAD + ln, pw * h)
         t.alloc(GRAD + ln + " bias", pw * h)
-    t.free(gy, ln + ": input", ln + ": mean", ln + ": rstd", *frame)
+    t.free(gy, *((ln + ": input",) if frees_input else ()), ln + ": mean", ln + ": rstd", *frame)
     return grad_cast(t, ln + ": dx", into, p * n * h, ln + ": dx")
 
 
@@ -421,3 +421,126 @@ def gelu_tanh_backward(t, x: str, out: str, gy: str, e: int, p: int) -> str:
     t.free(out + ": d 0.5x")
     add_into(t, "d " + x, out + ": d x (0.5x)", pe)
     return "d " + x
+
+
+def gelu_fast_forward(t, x: str, out: str, e: int, p: int) -> None:
+    """transformers' FastGELUActivation (gelu_fast), written out: 0.5·x·(1 + tanh(x·0.7978845608·
+    (1 + 0.044715·x·x))) on `x` (e elements, kept): it keeps 0.5·x, x·0.79788, 0.044715·x,
+    1 + 0.044715·x², the tanh and 1 + tanh, and makes the product `out` (p·e each)."""
+    pe = p * e
+    for k in ("0.5x", "x·c", "0.044715x", "0.044715x²"):
+        t.alloc(f"{out}: {k}", pe)
+    t.alloc(out + ": 1 + 0.044715x²", pe)
+    t.free(out + ": 0.044715x²")
+    t.alloc(out + ": tanh in", pe)
+    t.alloc(out + ": tanh", pe)
+    t.free(out + ": tanh in")
+    t.alloc(out + ": 1 + tanh", pe)
+    t.alloc(out, pe)
+
+
+def gelu_fast_backward(t, x: str, out: str, gy: str, e: int, p: int) -> str:
+    """The backward of `gelu_fast_forward` from the gradient of its output `gy` to the gradient of
+    x (p·e; returned as the name `d x`): each product's two gradients, tanh's, and four sums into
+    x's gradient; what the activation kept and x go as their last users finish."""
+    pe = p * e
+    o = out + ": "
+    t.alloc(o + "d 0.5x", pe)
+    t.alloc(o + "d 1 + tanh", pe)
+    t.free(gy, o + "1 + tanh", o + "0.5x")
+    t.alloc(o + "d tanh in", pe)
+    t.free(o + "d 1 + tanh", o + "tanh")
+    t.alloc(o + "d x·c", pe)
+    t.alloc(o + "d 1 + 0.044715x²", pe)
+    t.free(o + "d tanh in", o + "1 + 0.044715x²", o + "x·c")
+    t.alloc(o + "d 0.044715x", pe)
+    t.alloc("d " + x, pe)  # the first of its four gradients: through 0.044715x·x
+    t.free(o + "d 1 + 0.044715x²", x, o + "0.044715x")
+    for k, c in (("d 0.044715x", "0.044715"), ("d x·c", "c"), ("d 0.5x", "0.5")):
+        t.alloc(o + f"d x ({c})", pe)
+        t.free(o + k)
+        add_into(t, "d " + x, o + f"d x ({c})", pe)
+    return "d " + x
+
+
+def partial_rope_forward(t, rot: int, e: int, p: int, mixed: bool, cat: bool) -> None:
+    """RoPE on the first `rot` elements of q and k (e elements each, views of the projections):
+    each rotated part as `rope_forward` makes it (x·cos, rotate_half·sin, their sum), then, with
+    `cat`, concatenated with the unrotated rest into "q" and "k" (p·e each, kept). Under autocast
+    the rotated part is fp32 (fp32 cos and sin): the rest is cast to fp32 for the cat, which is
+    fp32 ("q cat", "k cat", 4e each, not kept: attention keeps its own casts)."""
+    pr = FP32 if mixed else p
+    for x in ("q", "k"):
+        t.alloc(x + "·cos", pr * rot)
+        t.alloc(x + " neg half", p * rot // 2)
+        t.alloc(x + " rotate_half", p * rot)
+        t.free(x + " neg half")
+        t.alloc(x + " rotate_half·sin", pr * rot)
+        t.free(x + " rotate_half")
+        t.alloc(x + " roped", pr * rot)
+        t.free(x + " rotate_half·sin", x + "·cos")
+    if cat:
+        for x in ("q", "k"):
+            if mixed:
+                t.alloc(x + " pass fp32", FP32 * (e - rot))
+                t.alloc(x + " cat", FP32 * e)
+                t.free(x + " pass fp32", x + " roped")
+            else:
+                t.alloc(x, p * e)
+                t.free(x + " roped")
+
+
+def partial_rope_backward(t, rot: int, e: int, p: int, mixed: bool = False, last: bool = False) -> None:
+    """The backward of `partial_rope_forward` from "dq" and "dk" (e elements each): each rotated
+    part back through RoPE (as `rope_backward`), then the gradients of the rotated and the
+    unrotated part each scattered back to full size (slice_backward, p·e) and summed into "dq"
+    and "dk". Under autocast the gradients come back through attention's casts to fp32 (4e)
+    and the unrotated part's is cast back to p first. `last`: the last use of cos and sin."""
+    if mixed:
+        for x in ("dq", "dk"):
+            t.alloc(x + " fp32", FP32 * e)
+            t.free(x)
+        for x in ("dq", "dk"):
+            t.alloc(x + " pass", p * (e - rot))
+
+    def product(name: str, table: str, x: str) -> None:
+        if mixed:
+            t.alloc(name + " fp32", FP32 * rot)
+            t.alloc(name, p * rot)
+            t.free(name + " fp32")
+        else:
+            t.alloc(name, p * rot)
+        if last and x == "dk":
+            t.free(table)
+
+    for x in ("dq", "dk"):
+        pe = p * rot
+        product(x + "·sin", "/sin", x)
+        t.alloc(x + " neg half", pe // 2)
+        t.alloc(x + " slice 1", pe)
+        t.free(x + " neg half")
+        t.alloc(x + " slice 2", pe)
+        t.free(x + "·sin")
+        t.alloc(x + " rotate_half", pe)
+        t.free(x + " slice 1", x + " slice 2")
+        product(x + "·cos", "/cos", x)
+        if mixed:
+            t.free(x + " fp32")
+        t.alloc(x + " rot", pe)
+        t.free(x + " rotate_half", x + "·cos")
+    for x in ("dq", "dk"):
+        t.alloc(x + " pass full", p * e)
+        t.free(x + " pass" if mixed else x)
+        t.alloc(x + " rot full", p * e)
+        t.free(x + " rot")
+        t.alloc(x + " sum", p * e)
+        t.free(x + " pass full", x + " rot full")
+        t.rename(x + " sum", x)
+
+
+def layernorm_stats(t, ln: str, n: int, h: int, p: int) -> None:
+    """A LayerNorm on a tensor another norm keeps already (parallel attention and MLP reading the
+    same input): only its output (p·nh) and its mean and 1/std (p·n each) are new."""
+    t.alloc(ln + ": out", p * n * h)
+    t.alloc(ln + ": mean", p * n)
+    t.alloc(ln + ": rstd", p * n)
