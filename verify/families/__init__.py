@@ -40,7 +40,7 @@ FAMILIES = (
     Family("gptj", "GPT-J", gptj.MODEL_TYPES, gptj.fields, gptj.params, gptj.buffers),
     Family("gpt_neox", "GPT-NeoX", gpt_neox.MODEL_TYPES, gpt_neox.fields, gpt_neox.params, gpt_neox.buffers,
            gpt_neox.TRAINING),
-    Family("falcon", "Falcon", falcon.MODEL_TYPES, falcon.fields, falcon.params, falcon.buffers),
+    Family("falcon", "Falcon", falcon.MODEL_TYPES, falcon.fields, falcon.params, falcon.buffers, falcon.TRAINING),
     Family("gpt_bigcode", "GPT-BigCode", gpt_bigcode.MODEL_TYPES, gpt_bigcode.fields, gpt_bigcode.params,
            gpt_bigcode.buffers),
     Family("phi", "Phi", phi.MODEL_TYPES, phi.fields, phi.params, phi.buffers),

@@ -316,6 +316,7 @@ class Options:
 
     dropout: tuple[float, float, float] = (0.0, 0.0, 0.0)  # (embedding, attention, residual) dropout probabilities, as the modules apply them
     activation: str = ""  # the MLP's activation (transformers' ACT2FN name) where the family lets the config choose
+    variant: str = ""  # a block layout the Shape does not tell apart, where a family has several (Falcon: "new", "multi-query", "fused")
 
 
 @dataclass(frozen=True)
