@@ -42,7 +42,7 @@ FAMILIES = (
            gpt_neox.TRAINING),
     Family("falcon", "Falcon", falcon.MODEL_TYPES, falcon.fields, falcon.params, falcon.buffers, falcon.TRAINING),
     Family("gpt_bigcode", "GPT-BigCode", gpt_bigcode.MODEL_TYPES, gpt_bigcode.fields, gpt_bigcode.params,
-           gpt_bigcode.buffers),
+           gpt_bigcode.buffers, gpt_bigcode.TRAINING),
     Family("phi", "Phi", phi.MODEL_TYPES, phi.fields, phi.params, phi.buffers),
     Family("gemma", "Gemma", gemma.MODEL_TYPES, gemma.fields, gemma.params, gemma.buffers),
 )

@@ -14,6 +14,9 @@ the compute dtype.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from verify.units import INDEX_BYTES, dtype_bytes
 
 from verify.families.blocks import FP32, attention, mlp, norm
@@ -64,21 +67,38 @@ def _dims(s, spec) -> tuple:
     return p, spec.batch, spec.seq, spec.batch * spec.seq, mixed, FP32 if mixed else p
 
 
-def layer_forward(t, i: int, s, spec, opts: Options) -> None:
+@dataclass(frozen=True)
+class Block:
+    """What differs between the GPT-2-style blocks `block_forward` and `block_backward` play (GPT-2
+    here, GPT-BigCode in gpt_bigcode.py): pre-LN, a fused qkv, residual dropout after each branch,
+    a two-projection MLP, every projection biased."""
+
+    conv1d: bool  # projections are GPT-2's Conv1D (autocast casts weight, input, bias) rather than nn.Linear (bias, weight, input)
+    eager_forward: Callable  # (lt, s, spec, opts) eager attention from the fused "qkv" to the re-merged heads "attn out"
+    eager_backward: Callable  # (lt, s, spec, opts) its backward, "d attn out" to "d qkv"
+    act_forward: Callable  # (lt, opts, e, p) the MLP's activation on "fc" (e elements) to "gelu"
+    act_backward: Callable  # (lt, opts, e, p) its backward, "d gelu" to "d fc"
+
+
+def qkv_width(s) -> int:
+    """Columns of the fused qkv projection: q's h, k's and v's kv_heads·d each (3h with every head)."""
+    return s.h + 2 * s.kv_heads * s.head_dim
+
+
+def block_forward(t, i: int, s, spec, opts: Options, kind: Block) -> None:
     """Block i's forward from its input ("layer input", n·h in the stream's dtype) to its last
     kept tensor; dropout = (embd_pdrop, attn_pdrop, resid_pdrop). Kept: ln_1's and ln_2's input,
-    mean and 1/std (`layernorm_forward`); the fused qkv (3p·nh: SDPA keeps q, k, v as views of
-    it, with its output and an fp32 logsumexp per head and token, 4·B·a·S; eager keeps
-    contiguous copies of q, kᵀ and v, the softmax p·B·a·S² (fp32 under autocast, with its cast)
-    and, with attention dropout, the dropped probabilities p·B·a·S² and their 1-byte mask, and
-    the re-merged heads p·nh); the GELU-tanh MLP's c_fc output and four intermediates (5p·nf,
-    `gelu_tanh_forward`); the residual dropouts' 1-byte masks; in pure precision the norms'
-    outputs (kept by c_attn and c_fc); under autocast each Conv1D's weight copy and input cast."""
+    mean and 1/std (`layernorm_forward`); the fused qkv (p·n·w, w = `qkv_width`: SDPA keeps q, k,
+    v as views of it, with its output and an fp32 logsumexp per head and token, 4·B·a·S; eager
+    attention keeps what `kind.eager_forward` says and the re-merged heads p·nh); the MLP's c_fc
+    output and what its activation keeps; the residual dropouts' 1-byte masks; in pure precision
+    the norms' outputs (kept by c_attn and c_fc); under autocast each projection's weight copy and
+    input cast."""
     p, B, S, n, mixed, stream = _dims(s, spec)
     embd, attn_p, resid = opts.dropout
     lt = t.scope(f"layer {i}: ")
-    h, f, a = s.h, s.ffn, s.heads
-    sq = B * a * S * S
+    h, f, a, w = s.h, s.ffn, s.heads, qkv_width(s)
+    c1 = kind.conv1d
 
     def residual_dropout(name: str, src: str) -> None:
         if resid > 0:
@@ -88,35 +108,13 @@ def layer_forward(t, i: int, s, spec, opts: Options) -> None:
             lt.rename(src, name)
 
     layernorm_forward(lt, "ln_1", "layer input", n, h, stream)
-    linear_forward(lt, "c_attn", "qkv", h * 3 * h, n * 3 * h, n * h, p, mixed, cast_input=mixed, bias=3 * h, conv1d=True)
+    linear_forward(lt, "c_attn", "qkv", h * w, n * w, n * h, p, mixed, cast_input=mixed, bias=w, conv1d=c1)
     if spec.attn == "sdpa":
         lt.alloc("attn out", p * n * h)
         lt.alloc("logsumexp", FP32 * B * a * S)
     else:
-        if B > 1:  # q and kᵀ as (B·a)×S×d operands: contiguous copies (views of the fused output when B = 1)
-            lt.alloc("q", p * n * h)
-            lt.alloc("kᵀ", p * n * h)
-        lt.alloc("scores", p * sq)
-        lt.alloc("scores scaled", p * sq)
-        lt.free("scores")
-        lt.alloc("masked", stream * sq)  # the float mask is in the stream's dtype
-        lt.free("scores scaled")
-        lt.alloc("softmax", stream * sq)
-        lt.free("masked")
-        probs = "softmax"
-        if mixed:  # .type(value.dtype) after autocast's fp32 softmax
-            lt.alloc("softmax cast", p * sq)
-            probs = "softmax cast"
-        if attn_p > 0:
-            dropout_forward(lt, "probs", probs, sq, p)
-            if mixed:
-                lt.free("softmax cast")
-        if B > 1:
-            lt.alloc("v", p * n * h)
-        lt.alloc("probs·v", p * n * h)
-        lt.alloc("attn out", p * n * h)
-        lt.free("probs·v")
-    linear_forward(lt, "attn c_proj", "attn proj", h * h, n * h, n * h, p, mixed, bias=h, conv1d=True)
+        kind.eager_forward(lt, s, spec, opts)
+    linear_forward(lt, "attn c_proj", "attn proj", h * h, n * h, n * h, p, mixed, bias=h, conv1d=c1)
     residual_dropout("attn dropout", "attn proj")
     if spec.attn == "eager" and B > 1:  # q, k and v were copied: the fused output is not kept
         lt.free("qkv")
@@ -124,16 +122,59 @@ def layer_forward(t, i: int, s, spec, opts: Options) -> None:
     if mixed:
         lt.free("ln_1: out")
     layernorm_forward(lt, "ln_2", "x2", n, h, stream)
-    linear_forward(lt, "c_fc", "fc", h * f, n * f, n * h, p, mixed, cast_input=mixed, bias=f, conv1d=True)
-    gelu_tanh_forward(lt, "fc", "gelu", n * f, p)
+    linear_forward(lt, "c_fc", "fc", h * f, n * f, n * h, p, mixed, cast_input=mixed, bias=f, conv1d=c1)
+    kind.act_forward(lt, opts, n * f, p)
     # without the MLP's dropout the output projection keeps the block's last kept tensors: a
     # checkpointed recompute stops before its output
-    linear_forward(lt, "mlp c_proj", "mlp proj" if resid > 0 else None, f * h, n * h, n * f, p, mixed, bias=h, conv1d=True)
+    linear_forward(lt, "mlp c_proj", "mlp proj" if resid > 0 else None, f * h, n * h, n * f, p, mixed, bias=h, conv1d=c1)
     if resid > 0:
         residual_dropout("mlp dropout", "mlp proj")
     # the residual add (or the recompute's stop) ends what the block holds beyond its kept tensors
     lt.free(*(("ln_2: out",) if mixed else ()), *(("mlp dropout",) if resid > 0 else ()), "attn dropout",
             *((f"{k} bias copy" for k in ("c_attn", "attn c_proj", "c_fc", "mlp c_proj")) if mixed else ()))
+
+
+def eager_forward(lt, s, spec, opts: Options) -> None:
+    """GPT-2's eager attention on the fused qkv: q and kᵀ as (B·a)×S×d operands (contiguous copies,
+    p·nh each, kept; views of the fused output when B = 1), the scores and their scaling
+    (p·B·a·S²), the mask added (stream's dtype), the softmax (kept; fp32 under autocast, with its
+    cast to p, kept), with attention dropout the dropped probabilities (p·B·a·S², kept) and their
+    1-byte mask, v copied (B > 1, kept), probs·v and the heads re-merged (p·nh, kept)."""
+    p, B, S, n, mixed, stream = _dims(s, spec)
+    h, a = s.h, s.heads
+    sq = B * a * S * S
+    if B > 1:  # q and kᵀ as (B·a)×S×d operands: contiguous copies (views of the fused output when B = 1)
+        lt.alloc("q", p * n * h)
+        lt.alloc("kᵀ", p * n * h)
+    lt.alloc("scores", p * sq)
+    lt.alloc("scores scaled", p * sq)
+    lt.free("scores")
+    lt.alloc("masked", stream * sq)  # the float mask is in the stream's dtype
+    lt.free("scores scaled")
+    lt.alloc("softmax", stream * sq)
+    lt.free("masked")
+    probs = "softmax"
+    if mixed:  # .type(value.dtype) after autocast's fp32 softmax
+        lt.alloc("softmax cast", p * sq)
+        probs = "softmax cast"
+    if opts.dropout[1] > 0:
+        dropout_forward(lt, "probs", probs, sq, p)
+        if mixed:
+            lt.free("softmax cast")
+    if B > 1:
+        lt.alloc("v", p * n * h)
+    lt.alloc("probs·v", p * n * h)
+    lt.alloc("attn out", p * n * h)
+    lt.free("probs·v")
+
+
+def gelu_new_forward(lt, opts: Options, e: int, p: int) -> None:
+    """GPT-2's gelu_new, written out (`gelu_tanh_forward`)."""
+    gelu_tanh_forward(lt, "fc", "gelu", e, p)
+
+
+def gelu_new_backward(lt, opts: Options, e: int, p: int) -> None:
+    gelu_tanh_backward(lt, "fc", "gelu", "d gelu", e, p)
 
 
 def outside_saved(s, spec, opts: Options) -> dict[str, int]:
@@ -161,10 +202,10 @@ def forward_end(s, spec) -> dict[str, int]:
     so do its weight copies (kept by nothing else)."""
     if spec.precision != "mixed":
         return {}
-    p, n, h, f = dtype_bytes(spec.dtype), spec.batch * spec.seq, s.h, s.ffn
-    out = {"ln_f output fp32": FP32 * n * h, "L × bias copies": s.L * p * (3 * h + h + f + h)}
+    p, n, h, f, w = dtype_bytes(spec.dtype), spec.batch * spec.seq, s.h, s.ffn, qkv_width(s)
+    out = {"ln_f output fp32": FP32 * n * h, "L × bias copies": s.L * p * (w + h + f + h)}
     if spec.checkpointing:
-        out["L × weight copies"] = s.L * p * (4 * h * h + 2 * h * f)
+        out["L × weight copies"] = s.L * p * (h * w + h * h + 2 * h * f)
     return out
 
 
@@ -178,15 +219,14 @@ def head_backward(t, s, spec) -> None:
     t.rename(layernorm_backward(t, "ln_f", "ln_f: gy", n, s.h, stream, stream, None), "dy")
 
 
-def layer_backward(t, i: int, s, spec, opts: Options) -> None:
+def block_backward(t, i: int, s, spec, opts: Options, kind: Block) -> None:
     """Block i's backward from the gradient of its output ("dy") to that of its input ("dy"
-    again); with checkpointing its recompute first, when the MLP's dropout needs its mask."""
+    again); with checkpointing its recompute first."""
     p, B, S, n, mixed, stream = _dims(s, spec)
     embd, attn_p, resid = opts.dropout
     lt = t.scope(f"layer {i}: ")
-    h, f, a = s.h, s.ffn, s.heads
-    sq = B * a * S * S
-    ck = spec.checkpointing
+    h, f, w = s.h, s.ffn, qkv_width(s)
+    ck, c1 = spec.checkpointing, kind.conv1d
 
     def copies(k: str) -> tuple[str, ...]:
         return (f"{k} weight copy", f"{k} input cast") if mixed else ()
@@ -194,7 +234,7 @@ def layer_backward(t, i: int, s, spec, opts: Options) -> None:
     if mixed:
         lt.alloc("d mlp dropout out", p * n * h)
     if ck:
-        layer_forward(t, i, s, spec, opts)
+        block_forward(t, i, s, spec, opts, kind)
     g, frees = "/dy", ()
     if mixed:
         g, frees = "d mlp dropout out", ("d mlp dropout out",)
@@ -202,10 +242,10 @@ def layer_backward(t, i: int, s, spec, opts: Options) -> None:
         g = dropout_backward(lt, "mlp dropout", g, n * h, p, frees)
         frees = (g,)
     linear_backward(lt, "mlp c_proj", f * h, "d gelu", n * f, p, mixed, frees, bias=h,
-                    saved=("gelu",) + (("mlp c_proj weight copy",) if mixed else ()), recomputed=ck, conv1d=True)
-    gelu_tanh_backward(lt, "fc", "gelu", "d gelu", n * f, p)
+                    saved=("gelu",) + (("mlp c_proj weight copy",) if mixed else ()), recomputed=ck, conv1d=c1)
+    kind.act_backward(lt, opts, n * f, p)
     linear_backward(lt, "c_fc", h * f, "d ln_2 out", n * h, p, mixed, ("d fc",), cast_input=mixed, bias=f,
-                    saved=copies("c_fc") if mixed else ("ln_2: out",), recomputed=ck, conv1d=True)
+                    saved=copies("c_fc") if mixed else ("ln_2: out",), recomputed=ck, conv1d=c1)
     layernorm_backward(lt, "ln_2", "d ln_2 out", n, h, stream, stream, "/dy")
 
     g, frees = "/dy", ()
@@ -217,27 +257,32 @@ def layer_backward(t, i: int, s, spec, opts: Options) -> None:
         frees = (g,)
     linear_backward(lt, "attn c_proj", h * h, "d attn out", n * h, p, mixed, frees, bias=h,
                     saved=(("attn c_proj weight copy",) if mixed else ()) + (("attn out",) if spec.attn == "eager" else ()),
-                    recomputed=ck, conv1d=True)
+                    recomputed=ck, conv1d=c1)
     if spec.attn == "sdpa":
-        for x in ("dq", "dk", "dv"):
-            lt.alloc(x, p * n * h)
+        kv = n * s.kv_heads * s.head_dim
+        for x, e in (("dq", n * h), ("dk", kv), ("dv", kv)):
+            lt.alloc(x, p * e)
         lt.free("d attn out", "qkv", "logsumexp", "attn out")
-        lt.alloc("d qkv", 3 * p * n * h)  # the split's backward: one cat of the three
+        lt.alloc("d qkv", p * n * w)  # the split's backward: one cat of the three
         lt.free("dq", "dk", "dv")
     else:
-        eager_core_backward(lt, B, n, h, sq, p, mixed, attn_p > 0)
-    linear_backward(lt, "c_attn", h * 3 * h, "d ln_1 out", n * h, p, mixed, ("d qkv",), cast_input=mixed, bias=3 * h,
-                    saved=copies("c_attn") if mixed else ("ln_1: out",), recomputed=ck, conv1d=True)
+        kind.eager_backward(lt, s, spec, opts)
+    linear_backward(lt, "c_attn", h * w, "d ln_1 out", n * h, p, mixed, ("d qkv",), cast_input=mixed, bias=w,
+                    saved=copies("c_attn") if mixed else ("ln_1: out",), recomputed=ck, conv1d=c1)
     frame = ("/attention mask",) if ck and i == 0 and spec.attn == "eager" else ()  # the recompute's inputs go with the first block
     layernorm_backward(lt, "ln_1", "d ln_1 out", n, h, stream, stream, "/dy", frame=frame)
 
 
-def eager_core_backward(lt, B: int, n: int, h: int, sq: int, p: int, mixed: bool, attn_drop: bool) -> None:
-    """Eager attention's core from the gradient of its re-merged output ("d attn out") to that of
+def eager_backward(lt, s, spec, opts: Options) -> None:
+    """GPT-2's eager attention from the gradient of its re-merged output ("d attn out") to that of
     the fused qkv ("d qkv"): probs·v and q·kᵀ back through their batched matmuls (p·B·a·S² for
     the probabilities' gradient, then the dropout's, the softmax's and the scaling's), and the
     gradients of q, kᵀ and v re-laid out and concatenated (3p·nh). With one sequence (B = 1) the
     operands were views of the fused output, and so are some of the gradients."""
+    p, B, S, n, mixed, stream = _dims(s, spec)
+    h, a = s.h, s.heads
+    sq = B * a * S * S
+    attn_drop = opts.dropout[1] > 0
     heads = "d attn out"
     if B > 1:
         lt.alloc("d heads", p * n * h)
@@ -273,6 +318,20 @@ def eager_core_backward(lt, B: int, n: int, h: int, sq: int, p: int, mixed: bool
         lt.free(x)
     lt.alloc("d qkv", 3 * p * n * h)
     lt.free("dq laid out", "dkᵀ", "dv laid out")
+
+
+GPT2 = Block(conv1d=True, eager_forward=eager_forward, eager_backward=eager_backward, act_forward=gelu_new_forward,
+             act_backward=gelu_new_backward)
+
+
+def layer_forward(t, i: int, s, spec, opts: Options) -> None:
+    """GPT-2's block forward (`block_forward`)."""
+    block_forward(t, i, s, spec, opts, GPT2)
+
+
+def layer_backward(t, i: int, s, spec, opts: Options) -> None:
+    """GPT-2's block backward (`block_backward`)."""
+    block_backward(t, i, s, spec, opts, GPT2)
 
 
 def embedding_backward(t, s, spec) -> None:
