@@ -37,7 +37,7 @@ FAMILIES = (
     Family("mixtral", "Mixtral", mixtral.MODEL_TYPES, mixtral.fields, mixtral.params, mixtral.buffers, mixtral.TRAINING),
     Family("bloom", "BLOOM", bloom.MODEL_TYPES, bloom.fields, bloom.params, bloom.buffers, bloom.TRAINING),
     Family("opt", "OPT", opt.MODEL_TYPES, opt.fields, opt.params, opt.buffers, opt.TRAINING),
-    Family("gptj", "GPT-J", gptj.MODEL_TYPES, gptj.fields, gptj.params, gptj.buffers),
+    Family("gptj", "GPT-J", gptj.MODEL_TYPES, gptj.fields, gptj.params, gptj.buffers, gptj.TRAINING),
     Family("gpt_neox", "GPT-NeoX", gpt_neox.MODEL_TYPES, gpt_neox.fields, gpt_neox.params, gpt_neox.buffers,
            gpt_neox.TRAINING),
     Family("falcon", "Falcon", falcon.MODEL_TYPES, falcon.fields, falcon.params, falcon.buffers, falcon.TRAINING),
