@@ -71,7 +71,10 @@ def options(config) -> Options:
 
 
 def gaps(s, spec, opts: Options) -> str | None:
-    """Non-zero dropout is not derived for BLOOM (its releases train with none)."""
+    """Non-zero dropout is not derived for BLOOM (its releases train with none); transformers has
+    no SDPA path for it."""
+    if spec.mode == "train" and spec.attn != "eager":
+        return "BLOOM has only eager attention in transformers (no SDPA path)"
     if spec.mode == "train" and any(opts.dropout):
         return "BLOOM's training terms are derived without dropout (attention_dropout and hidden_dropout 0)"
     return None

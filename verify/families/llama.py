@@ -160,13 +160,18 @@ def attention_forward(lt, s, spec) -> None:
 
     if spec.attn == "sdpa":
         repeated = explicit_mask(s, spec) and g != a  # with a mask SDPA gets k and v repeated to a heads (repeat_kv)
+        mqa = g == 1 < a  # repeat_kv of one head: broadcast views, no copies (autocast's cast of k makes one)
         if repeated:
-            if mixed:
+            if mixed and not mqa:
                 lt.alloc("k repeated fp32", FP32 * qe)
-            else:
-                lt.alloc("k", p * qe)
-            lt.alloc("v", p * qe)
-            transients.append("v proj")
+            elif not mixed:
+                if mqa:
+                    keep("k roped", "k")
+                else:
+                    lt.alloc("k", p * qe)
+            if not mqa:
+                lt.alloc("v", p * qe)
+                transients.append("v proj")
             if mixed:
                 lt.alloc("k", p * qe)
         elif mixed:
@@ -186,12 +191,14 @@ def attention_forward(lt, s, spec) -> None:
             lt.free("mask fill 0", "mask fill -inf")
         lt.alloc("attn out", p * qe)
         lt.alloc("logsumexp", FP32 * B * a * S)
-        if mixed and repeated:
+        if mixed and repeated and not mqa:
             lt.free("k repeated fp32")
     else:
         # the batched matmuls want q, kᵀ and v as (B·a)×S×d operands: contiguous copies, where
-        # repeat_kv (GQA) has not made them already; with one sequence (B = 1) views do
-        gqa, copy = g != a, B > 1
+        # repeat_kv (GQA) has not made them already; with one sequence (B = 1) views do. With one
+        # k and v head (multi-query) repeat_kv gives broadcast views, copied like the heads of MHA
+        mqa = g == 1 < a
+        gqa, copy = g != a and not mqa, B > 1
         if mixed and gqa:
             lt.alloc("k repeated fp32", FP32 * qe)
         if not mixed and gqa:
@@ -206,13 +213,13 @@ def attention_forward(lt, s, spec) -> None:
         else:
             keep("q cast" if mixed else "q roped", "q")
         if not gqa:
-            if copy:
+            if copy and not (mixed and mqa):  # autocast's cast of broadcast kᵀ is a contiguous copy already
                 lt.alloc("k", p * qe)
             else:
                 keep("k cast" if mixed else "k roped", "k")
         lt.alloc("scores", p * sq)
         if mixed and copy:
-            lt.free("q cast", *(() if gqa else ("k cast",)))
+            lt.free("q cast", *(() if gqa or mqa else ("k cast",)))
         lt.alloc("scores scaled", p * sq)
         lt.free("scores")
         lt.alloc("masked", stream * sq)  # the mask is in the residual stream's dtype
@@ -391,15 +398,19 @@ def attention_backward(lt, i: int, s, spec) -> None:
         eager_core_backward(lt, B, S, a, g, d, p, mixed)
     rope_backward(lt, "dk", kve, p, mixed)
     rope_backward(lt, "dq", qe, p, mixed, last=i == 0 and not spec.checkpointing)
-    if repeated:  # the sum over repeated heads is laid out by head: contiguous copy for v_proj
+    mqa = g == 1 < a  # one k and v head: their gradients are laid out as the projections' already
+    if repeated and not mqa:  # the sum over repeated heads is laid out by head: contiguous copy for v_proj
         lt.alloc("dv contiguous", p * kve)
         lt.free("dv")
         lt.rename("dv contiguous", "dv")
     linear_backward(lt, "v", w["v"], "d attn norm out", n * h, p, mixed, ("dv",), cast_input=mixed,
                     bias=bias["v"], saved=copies("v"), recomputed=ck)
     for x, e, into_frees in (("k", kve, ()), ("q", qe, () if mixed else ("attn norm: × weight",))):
-        lt.alloc(f"d{x} contiguous", p * e)
-        lt.free(f"d{x}")
+        if mqa and x == "k":
+            lt.rename("dk", "dk contiguous")
+        else:
+            lt.alloc(f"d{x} contiguous", p * e)
+            lt.free(f"d{x}")
         linear_backward(lt, x, w[x], f"dx {x}", n * h, p, mixed, (f"d{x} contiguous",), cast_input=mixed,
                         into="d attn norm out", bias=bias[x], saved=copies(x) + into_frees, recomputed=ck)
     frame = ()  # with checkpointing the layer's kept inputs go with its last recomputed tensor (the shared ones with the first layer's)

@@ -9,7 +9,7 @@ runs them by default, grouped_mm over the n·k (token, expert) pairs sorted by e
 tensor sized by n·k, not by how tokens happen to be routed. The fake backend traces MoE in bf16
 pure precision only (torch's fake grouped_mm takes bf16 only), so that is what is derived, with
 and without checkpointing. The auxiliary load-balancing loss is computed only with
-output_router_logits (false in the releases and by default) and is not modeled.
+output_router_logits (false in the releases and by default): not derived, a named gap.
 
 Symbols: n = B·S tokens, h hidden, f expert MLP size, E experts, k experts per token, p bytes
 of the compute dtype.
@@ -62,10 +62,20 @@ def buffers(s, p: int) -> dict[str, int]:
 # --- training: what the forward keeps for backward, and the backward on a tape ----------------
 
 
+def options(config) -> Options:
+    """The LLaMA family's options, and whether the forward returns the router logits (then the
+    training forward computes the auxiliary load-balancing loss)."""
+    base = llama.options(config)
+    return Options(dropout=base.dropout, variant="router logits" if getattr(config, "output_router_logits", False) else "")
+
+
 def gaps(s, spec, opts: Options) -> str | None:
-    """Mixtral's experts are derived in bf16 pure precision only (what the fake backend traces)."""
+    """Mixtral's experts are derived in bf16 pure precision only (what the fake backend traces),
+    without the auxiliary loss."""
     if spec.mode == "train" and (spec.dtype != "bf16" or spec.precision != "pure"):
         return "MoE experts are derived in bf16 pure precision only (the fake backend's grouped_mm takes bf16)"
+    if spec.mode == "train" and opts.variant == "router logits":
+        return "the auxiliary load-balancing loss (output_router_logits true) is not derived"
     if spec.mode == "train" and spec.attn == "eager" and opts.dropout[1] > 0:
         return "eager attention with attention_dropout > 0 is not derived"
     return None
@@ -191,4 +201,4 @@ def moe_backward(lt, s, spec, recompute) -> None:
 
 
 TRAINING = Training(layer_forward, llama.outside_saved, llama.head_backward, layer_backward, llama.embedding_backward,
-                    llama.forward_end, gaps, llama.options)
+                    llama.forward_end, gaps, options)

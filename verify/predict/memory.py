@@ -2,18 +2,33 @@
 fake-backend measurements support it. Pure arithmetic on a Shape and a MemorySpec (no torch).
 
 Persistent categories are exact (params, grads, optimizer state, KV cache; buffers as the
-model's family states them). Training (the families with derived terms: `covered` says which)
-is played on a tape (verify/families/tape.py), tensor by tensor, in the order the trace
-allocates and frees them: the activations are what the forward keeps at the forward/backward
-boundary (the family's layer and outside terms, the loss's); the peak is the highest of the
-moments the step passes through: the forward's end (the logits beside everything kept), the
-start of backward (the loss's gradients), each layer's backward (under checkpointing with its
-recompute), the embedding's backward and the foreach optimizer step. It covers pure precision
-(fp32, fp16, bf16) and autocast over fp32 weights, eager and SDPA attention, with and without
-activation checkpointing, AdamW, Adam, SGD and no optimizer, the cross-entropy loss and a sum
-of the logits, tied and untied heads. Not covered, and said so by `covered` / `peak_covered`
-rather than guessed: families without derived terms, model_types the registry does not cover,
-the gaps a family names, and the peak of a generation or a forward.
+model's family states them). Training is played on a tape (verify/families/tape.py), tensor by
+tensor, in the order the fake backend's trace allocates and frees them: the activations are what
+the forward keeps at the forward/backward boundary (the family's layer and outside terms, the
+loss's); the peak is the highest of the moments the step passes through: the forward's end (the
+logits beside everything kept), the start of backward (the loss's gradients), each layer's
+backward (under checkpointing with its recompute), the embedding's backward and the foreach
+optimizer step. `Prediction.moments` holds each moment's total, `peak_moment` names the highest.
+
+Training is covered for the families with derived terms: the LLaMA family (llama, mistral with
+its sliding window, qwen2), GPT-2, GPT-BigCode, GPT-J, GPT-NeoX, OPT, BLOOM, Falcon and Mixtral;
+in pure precision (fp32, fp16, bf16) and under autocast over fp32 weights, eager and SDPA
+attention, with and without activation checkpointing, AdamW, Adam, SGD and no optimizer, the
+cross-entropy loss and a sum of the logits, tied and untied heads. Each family names what its
+terms are not derived for (its `gaps`), and `covered` / `peak_covered` say so rather than guess:
+Mixtral outside bf16 pure precision (the fake backend traces its grouped experts in bf16 only)
+or with the auxiliary loss (output_router_logits); eager attention with attention dropout in the
+LLaMA family and Mixtral; BLOOM with dropout; OPT's eager attention with dropout and activations
+other than ReLU; GPT-NeoX with dropout or activations other than GELU and gelu_fast; GPT-J under
+SDPA (transformers has none), with dropout or another activation; GPT-BigCode without
+multi-query attention or with an activation other than a one-kernel GELU; Falcon with ALiBi,
+biases, the sequential block, the fused 3h qkv, dropout or another activation. Not covered
+either: families without derived terms (Phi, Gemma), model_types the registry does not cover,
+and the peak of a generation or a forward.
+
+The terms follow what the fake backend traces on the CPU device: where the CPU's kernels differ
+from CUDA's (SDPA falls back to its math path in fp32 for Falcon's single key/value head, the
+fused CPU kernel elsewhere), the predictor follows the CPU's.
 
 Symbols: n = B·S tokens, h hidden, V vocabulary, p bytes of the compute dtype, p_w bytes of a
 stored weight (4 under autocast); fp32 tensors are 4 bytes whatever p is.
@@ -86,8 +101,8 @@ def optimizer_transient(N: int, p: int, optimizer: str) -> dict[str, int]:
 
 def layer_stretch(i: int, L: int, checkpointing: bool) -> str:
     """The name of the moment layer i's backward is part of."""
-    where = "last layer" if i == L - 1 else "first layer" if i == 0 else "middle layers"
-    return f"{where}'s recompute and backward" if checkpointing else f"{where}'s backward"
+    where = "last layer's" if i == L - 1 else "first layer's" if i == 0 else "middle layers'"
+    return f"{where} recompute and backward" if checkpointing else f"{where} backward"
 
 
 def train_tape(s, spec, state: int, N: int, opts: Options) -> Tape:
