@@ -18,13 +18,13 @@ cross-entropy loss and a sum of the logits, tied and untied heads. Each family n
 terms are not derived for (its `gaps`), and `covered` / `peak_covered` say so rather than guess:
 Mixtral outside bf16 pure precision (the fake backend traces its grouped experts in bf16 only)
 or with the auxiliary loss (output_router_logits); eager attention with attention dropout in the
-LLaMA family and Mixtral; BLOOM with dropout; OPT's eager attention with dropout and activations
-other than ReLU; GPT-NeoX with dropout or activations other than GELU and gelu_fast; GPT-J under
-SDPA (transformers has none), with dropout or another activation; GPT-BigCode without
-multi-query attention or with an activation other than a one-kernel GELU; Falcon with ALiBi,
-biases, the sequential block, the fused 3h qkv, dropout or another activation. Not covered
-either: families without derived terms (Phi, Gemma), model_types the registry does not cover,
-and the peak of a generation or a forward.
+LLaMA family and Mixtral; BLOOM and GPT-J under SDPA (transformers has none for them), or with
+dropout; GPT-J with an activation other than gelu_new; OPT's eager attention with dropout and
+activations other than ReLU; GPT-NeoX with dropout or activations other than GELU and
+gelu_fast; GPT-BigCode without multi-query attention or with an activation other than a
+one-kernel GELU; Falcon with ALiBi, biases, the sequential block, the fused 3h qkv, dropout or
+another activation. Not covered either: families without derived terms (Phi, Gemma),
+model_types the registry does not cover, and the peak of a generation or a forward.
 
 The terms follow what the fake backend traces on the CPU device: where the CPU's kernels differ
 from CUDA's (SDPA falls back to its math path in fp32 for Falcon's single key/value head, the
