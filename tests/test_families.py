@@ -3,7 +3,8 @@ each family's closed form and buffers equal the meta-device module, the family-s
 (GPT-J's head bias, OPT's projections and +2 positions, Falcon's and BigCode's multi-query
 attention) are counted exactly, config variants stay exact, a model_type outside the registry is
 counted by introspection with a note, and the predictor's exact categories hold for the new
-families on the fake backend."""
+families on the fake backend, its training terms on every family's tiny config at widths,
+depths, batches and lengths the derivation did not use."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from verify.formulas.params import total
 from verify.measure.memory import MemorySpec
 from verify.measure.params import count
 from verify.measure.sweeps import config_with, measure
-from verify.predict.memory import covered, predict
+from verify.predict.memory import covered, options_of, predict
 
 NEW_TINY = ("tiny-gptj", "tiny-opt", "tiny-neox", "tiny-falcon", "tiny-falcon-new", "tiny-bigcode", "tiny-mistral",
             "tiny-phi", "tiny-gemma")
@@ -215,16 +216,69 @@ def test_sliding_window_cache_keeps_the_last_window_once_decoding(seq, new_token
     assert predict(shape(config), spec, T=1).total("kv_cache") == measure(spec).kv_cache_bytes
 
 
-def test_sliding_window_activations_eager_exact_and_sdpa_declared_not_covered():
-    """Mistral with S ≥ window: eager attention's activations are the LLaMA family's to the byte; SDPA's explicit mask is not derived, and said so."""
+def test_sliding_window_activations_are_exact_with_and_without_the_explicit_mask():
+    """Mistral with S ≥ window: eager attention, and SDPA given transformers' explicit mask (k and v
+    repeated to a heads, the mask made additive and kept), equal the trace to the byte; below the
+    window SDPA runs causal without a mask."""
     config = config_with("tiny-mistral")
     s = shape(config)
     T = len(list(build(config, device="meta").parameters()))
-    eager = MemorySpec(model="tiny-mistral", dtype="bf16", batch=2, seq=32, attn="eager")
-    assert covered(s, eager) is None
-    assert predict(s, eager, T).total("activations") == measure(eager).activations_bytes
-    sdpa = MemorySpec(model="tiny-mistral", dtype="bf16", batch=2, seq=16, attn="sdpa")
-    assert "sliding window" in covered(s, sdpa) and "activations" not in predict(s, sdpa, T).terms
-    short = MemorySpec(model="tiny-mistral", dtype="bf16", batch=2, seq=15, attn="sdpa")
-    assert covered(s, short) is None
-    assert predict(s, short, T).total("activations") == measure(short).activations_bytes
+    for spec in (MemorySpec(model="tiny-mistral", dtype="bf16", batch=2, seq=32, attn="eager"),
+                 MemorySpec(model="tiny-mistral", dtype="bf16", batch=2, seq=16, attn="sdpa"),
+                 MemorySpec(model="tiny-mistral", dtype="bf16", batch=2, seq=15, attn="sdpa")):
+        assert covered(s, spec) is None
+        assert predict(s, spec, T).total("activations") == measure(spec).activations_bytes
+
+
+# --- the training terms on each family's tiny config, at widths the derivation did not use ---
+
+OTHER_WIDTHS = {  # each family's tiny config with other widths, depth and vocabulary than its derivation's
+    "tiny-llama-gqa": {"hidden_size": 80, "num_attention_heads": 10, "num_key_value_heads": 2, "intermediate_size": 136,
+                       "vocab_size": 170, "num_hidden_layers": 3},
+    "tiny-qwen2": {"hidden_size": 56, "num_attention_heads": 7, "num_key_value_heads": 1, "intermediate_size": 96,
+                   "vocab_size": 150},
+    "tiny-gpt2": {"n_embd": 40, "n_head": 5, "n_inner": 72, "vocab_size": 150, "n_layer": 3, "n_positions": 40},
+    "tiny-opt": {"hidden_size": 40, "num_attention_heads": 5, "ffn_dim": 72, "vocab_size": 150, "num_hidden_layers": 3},
+    "tiny-bloom": {"hidden_size": 40, "n_head": 5, "vocab_size": 150, "n_layer": 3},
+    "tiny-neox": {"hidden_size": 40, "num_attention_heads": 5, "intermediate_size": 72, "vocab_size": 150,
+                  "num_hidden_layers": 3},
+    "tiny-falcon": {"hidden_size": 40, "num_attention_heads": 5, "ffn_hidden_size": 72, "vocab_size": 150, "num_hidden_layers": 3},
+    "tiny-falcon-new": {"hidden_size": 64, "num_attention_heads": 8, "num_kv_heads": 2, "ffn_hidden_size": 100,
+                        "vocab_size": 130, "num_hidden_layers": 3},
+    "tiny-bigcode": {"n_embd": 40, "n_head": 5, "n_inner": 72, "vocab_size": 150, "n_layer": 3, "n_positions": 20},
+    "tiny-gptj": {"n_embd": 40, "n_head": 5, "rotary_dim": 4, "n_inner": 72, "vocab_size": 150, "n_layer": 3, "n_positions": 20},
+    "tiny-mixtral": {"hidden_size": 48, "num_attention_heads": 6, "num_key_value_heads": 2, "intermediate_size": 40,
+                     "vocab_size": 150, "num_hidden_layers": 3},
+}
+STEPS = {  # (dtype, precision, batch, seq, attn, checkpointing, optimizer, loss)
+    "bf16-sdpa-b1": ("bf16", "pure", 1, 9, "sdpa", False, "adamw", "ce"),
+    "fp32-eager": ("fp32", "pure", 2, 6, "eager", False, "adamw", "ce"),
+    "fp16-eager-sum": ("fp16", "pure", 2, 6, "eager", False, "adamw", "sum"),
+    "bf16-eager-ckpt-sgd": ("bf16", "pure", 3, 5, "eager", True, "sgd", "ce"),
+    "autocast-sdpa-ckpt": ("bf16", "mixed", 2, 6, "sdpa", True, "adamw", "ce"),
+    "autocast-eager-b1-none": ("fp16", "mixed", 1, 7, "eager", False, "none", "ce"),
+}
+
+
+def _steps_for(name: str):
+    for step, (dtype, precision, B, S, attn, ck, opt, loss) in STEPS.items():
+        if name == "tiny-mixtral" and (dtype, precision) != ("bf16", "pure"):
+            continue  # the fake backend's grouped_mm takes bf16 only
+        if name in ("tiny-gptj", "tiny-bloom") and attn == "sdpa":
+            attn = "eager"  # transformers has no SDPA path for GPT-J and BLOOM
+        yield pytest.param(name, MemorySpec(model=name, dtype=dtype, precision=precision, batch=B, seq=S, attn=attn,
+                                            checkpointing=ck, optimizer=opt, loss=loss), id=f"{name}-{step}")
+
+
+@pytest.mark.parametrize("name,spec", [p for name in OTHER_WIDTHS for p in _steps_for(name)])
+def test_training_terms_hold_at_other_widths(name, spec):
+    """Every family's activations equal the trace to the byte and its peak is exact, in pure
+    precision and under autocast, eager and SDPA, with and without checkpointing, B = 1 and B > 1,
+    over optimizers and losses."""
+    config = config_with(name, **OTHER_WIDTHS[name])
+    s, opts = shape(config), options_of(config)
+    assert covered(s, spec, opts) is None
+    pr = predict(s, spec, len(list(build(config, device="meta").parameters())), opts)
+    r = measure(spec, **OTHER_WIDTHS[name])
+    assert pr.total("activations") == r.activations_bytes
+    assert pr.traced_peak_bytes == r.traced_peak_bytes, (pr.peak_moment, pr.moments, r.peak_phase)

@@ -21,6 +21,10 @@ CHANGED_ON_PURPOSE = {  # (claim id, path) -> why today's figure differs from th
     ("P5", ("measured",)): NEW_MODELS + ": the figures are sums over the bundled models",
     ("P12", ("corrected_value",)): "issue 12: P12's corrected figure is one layer (12d²+13d, the measured unit), "
                                    "no longer the module's total divided by L",
+    ("I1", ("corrected_value",)): "the corrected predictor plays the step on a tape (verify/families/tape.py): GPT-2's "
+                                  "peak is the traced 4552928856, not the old start-of-backward formula's 8200 B more",
+    ("T3", ("evidence", "gpt2 fp32 eager B=1 S=1024 (seed 001's architecture; dropout)", "peak corrected")):
+        "the corrected predictor plays the step on a tape: GPT-2's peak equals the trace (8200 B less than before)",
 }
 T6_CARDS = ("T6's GPU sizes (24/40/80/141 GB in the seed's rule) stand for real cards (RTX-4090, A100-40GB, H100-SXM, "
             "H200; verify/gpus.py): the measured per-rank peaks and DeepSpeed's estimates are compared with the usable bytes "

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from verify.families import bloom, falcon, gemma, gpt2, gpt_bigcode, gpt_neox, gptj, llama, mixtral, opt, phi
+from verify.families.tape import Training
 
 
 @dataclass(frozen=True)
@@ -27,22 +28,21 @@ class Family:
     fields: Callable  # config -> the Shape fields its blocks decide (and the generic sizes it reads its own way)
     params: Callable  # Shape -> exact parameter count as named terms (dict of ints)
     buffers: Callable  # (Shape, p bytes of the weights' dtype) -> bytes of the module's buffers (RoPE tables, masks)
-    activations: Callable | None = None  # (Shape, MemorySpec, dropout) -> bytes saved for backward; None: not derived
-    activation_gaps: Callable | None = None  # (Shape, MemorySpec) -> why `activations` does not reach a run, or None
+    training: Training | None = None  # what its training step keeps and frees, block by block (tape.py); None: not derived
 
 
 FAMILIES = (
-    Family("llama", "the LLaMA family", llama.MODEL_TYPES, llama.fields, llama.params, llama.buffers,
-           llama.activations, llama.activation_gaps),
-    Family("gpt2", "GPT-2", gpt2.MODEL_TYPES, gpt2.fields, gpt2.params, gpt2.buffers, gpt2.activations, gpt2.activation_gaps),
-    Family("mixtral", "Mixtral", mixtral.MODEL_TYPES, mixtral.fields, mixtral.params, mixtral.buffers),
-    Family("bloom", "BLOOM", bloom.MODEL_TYPES, bloom.fields, bloom.params, bloom.buffers),
-    Family("opt", "OPT", opt.MODEL_TYPES, opt.fields, opt.params, opt.buffers),
-    Family("gptj", "GPT-J", gptj.MODEL_TYPES, gptj.fields, gptj.params, gptj.buffers),
-    Family("gpt_neox", "GPT-NeoX", gpt_neox.MODEL_TYPES, gpt_neox.fields, gpt_neox.params, gpt_neox.buffers),
-    Family("falcon", "Falcon", falcon.MODEL_TYPES, falcon.fields, falcon.params, falcon.buffers),
+    Family("llama", "the LLaMA family", llama.MODEL_TYPES, llama.fields, llama.params, llama.buffers, llama.TRAINING),
+    Family("gpt2", "GPT-2", gpt2.MODEL_TYPES, gpt2.fields, gpt2.params, gpt2.buffers, gpt2.TRAINING),
+    Family("mixtral", "Mixtral", mixtral.MODEL_TYPES, mixtral.fields, mixtral.params, mixtral.buffers, mixtral.TRAINING),
+    Family("bloom", "BLOOM", bloom.MODEL_TYPES, bloom.fields, bloom.params, bloom.buffers, bloom.TRAINING),
+    Family("opt", "OPT", opt.MODEL_TYPES, opt.fields, opt.params, opt.buffers, opt.TRAINING),
+    Family("gptj", "GPT-J", gptj.MODEL_TYPES, gptj.fields, gptj.params, gptj.buffers, gptj.TRAINING),
+    Family("gpt_neox", "GPT-NeoX", gpt_neox.MODEL_TYPES, gpt_neox.fields, gpt_neox.params, gpt_neox.buffers,
+           gpt_neox.TRAINING),
+    Family("falcon", "Falcon", falcon.MODEL_TYPES, falcon.fields, falcon.params, falcon.buffers, falcon.TRAINING),
     Family("gpt_bigcode", "GPT-BigCode", gpt_bigcode.MODEL_TYPES, gpt_bigcode.fields, gpt_bigcode.params,
-           gpt_bigcode.buffers),
+           gpt_bigcode.buffers, gpt_bigcode.TRAINING),
     Family("phi", "Phi", phi.MODEL_TYPES, phi.fields, phi.params, phi.buffers),
     Family("gemma", "Gemma", gemma.MODEL_TYPES, gemma.fields, gemma.params, gemma.buffers),
 )

@@ -12,7 +12,11 @@ Activation terms are not derived (verify/predict.py says so).
 
 from __future__ import annotations
 
-from verify.families.blocks import attention, mlp, norm, rope_inv_freq
+from verify.units import INDEX_BYTES, dtype_bytes
+
+from verify.families.blocks import FP32, attention, mlp, norm, rope_inv_freq
+from verify.families.tape import (GRAD, Options, Training, add_into, layernorm_backward, layernorm_forward,
+                                  layernorm_stats, linear_backward, linear_forward, rope_backward, rope_forward)
 
 MODEL_TYPES = ("falcon",)
 
@@ -62,3 +66,440 @@ def params(s) -> dict[str, int]:
 def buffers(s, p: int) -> dict[str, int]:
     """RoPE's inverse frequencies over the whole head; the rotary module exists under ALiBi too."""
     return rope_inv_freq(s.head_dim)
+
+
+# --- training: what the forward keeps for backward, and the backward on a tape ----------------
+
+
+def _dims(s, spec) -> tuple:
+    """(p, B, S, n, mixed, stream bytes) of a run."""
+    p = dtype_bytes(spec.dtype)
+    mixed = spec.precision == "mixed"
+    return p, spec.batch, spec.seq, spec.batch * spec.seq, mixed, FP32 if mixed else p
+
+
+def options(config) -> Options:
+    """Falcon's dropout (hidden_dropout on the residual, attention_dropout), its activation and
+    which of its three attention layouts the config picks: "new" (new_decoder_architecture: k and
+    v per group, broadcast to every head), "multi-query" (one k and v head) or "fused" (3h, one
+    k and v per head)."""
+    variant = "new" if config.new_decoder_architecture else "multi-query" if config.multi_query else "fused"
+    return Options(dropout=(0.0, float(config.attention_dropout or 0.0), float(config.hidden_dropout or 0.0)),
+                   activation=config.activation, variant=variant)
+
+
+def gaps(s, spec, opts: Options) -> str | None:
+    """What the terms below are not derived for."""
+    if spec.mode != "train":
+        return None
+    if s.positions == "alibi":
+        return "Falcon's training terms are derived for RoPE, not ALiBi"
+    if not s.parallel_attn:
+        return "Falcon's training terms are derived for parallel attention and MLP, not the sequential block"
+    if opts.variant == "fused":
+        return "Falcon's training terms are derived for multi-query and the new decoder architecture, not the fused 3h qkv"
+    if s.attn_bias or s.mlp_bias:
+        return "Falcon's training terms are derived without biases (bias false, as in the released models)"
+    if any(opts.dropout):
+        return "Falcon's training terms are derived without dropout (hidden_dropout, attention_dropout 0)"
+    if opts.activation != "gelu":
+        return f"Falcon's training terms are derived for gelu, not {opts.activation}"
+    return None
+
+
+def _kv(s, opts: Options) -> tuple[int, int]:
+    """(k and v heads selected from the fused projection, k and v heads attention sees): one and
+    one for multi-query; kv_heads groups broadcast to all a heads in the new architecture."""
+    if opts.variant == "new":
+        return s.kv_heads, s.heads
+    return 1, 1
+
+
+def _flash(s, opts: Options) -> bool:
+    """SDPA runs the fused (flash) kernel where q, k and v have the same heads (the new
+    architecture); with one k and v head (multi-query) this backend runs the math path."""
+    return opts.variant == "new"
+
+
+def layer_forward(t, i: int, s, spec, opts: Options) -> None:
+    """Layer i's forward from its input to its last kept tensor (module docstring of the family's
+    terms: `_attention_forward`, then the MLP). Kept: the norms' input (the layer's input), mean,
+    1/std and (pure precision) output; what attention keeps; the MLP's h→f output and GELU's;
+    under autocast each projection's copy of its transposed weight (FalconLinear multiplies by
+    weight.T: a cast per call, not autocast's cached copy) and its input cast."""
+    p, B, S, n, mixed, stream = _dims(s, spec)
+    lt = t.scope(f"layer {i}: ")
+    h, f = s.h, s.ffn
+    two = s.norms_per_layer == 2
+    layernorm_forward(lt, "ln_attn" if two else "ln", "layer input", n, h, stream)
+    if two:
+        layernorm_stats(lt, "ln_mlp", n, h, stream)
+    _attention_forward(lt, s, spec, opts)
+    linear_forward(lt, "h_to_4h", "fc", h * f, n * f, n * h, p, mixed, cast_input=mixed)
+    lt.alloc("act", p * n * f)
+    # 4h→h keeps the layer's last kept tensor: a checkpointed recompute stops before its output
+    linear_forward(lt, "4h_to_h", None, f * h, n * h, n * f, p, mixed)
+    # attention's output is added into the MLP's in place, kept by nothing; under autocast the norms'
+    # fp32 outputs (each projection keeps its own cast) live until the layer returns
+    lt.free(*((("ln_attn: out", "ln_mlp: out") if two else ("ln: out",)) if mixed else ()), "attn dense")
+
+
+def _attention_forward(lt, s, spec, opts: Options) -> None:
+    """Falcon's attention from the norm's output to the dense projection's output ("attn dense").
+
+    The fused projection (p·n·w, w = (a + 2g)·d; not kept) is split: k and v are gathered with
+    an index (a copy each, p·n·g·d, and the 8-byte index, kept); in the new architecture q, k
+    and v are then flattened from the group layout (copies, p·nh each). RoPE on q (p·nh, fp32
+    under autocast) and k (p·n·k·d, k = 1 head for multi-query, a for the new architecture).
+    Eager attention keeps contiguous copies of q, kᵀ and v broadcast to all heads (p·nh each),
+    the softmax in the hidden states' dtype (p·B·a·S²; fp32 under autocast, then cast, kept) and
+    the re-merged heads (p·nh). SDPA: with k heads equal to q's (new architecture) the fused CPU
+    kernel keeps q, k, v, its output (p·nh), the fp32 logsumexp (4·B·a·S) and the mask made
+    additive (p·B·S²); with one k head (multi-query) the math path runs in fp32 and keeps fp32
+    copies of q (scaled), kᵀ and v broadcast (4nh each) and the fp32 softmax (4·B·a·S²)."""
+    p, B, S, n, mixed, stream = _dims(s, spec)
+    h, a, d = s.h, s.heads, s.head_dim
+    g, kh = _kv(s, opts)
+    w = (a + 2 * g) * d
+    sq = B * a * S * S
+    new = opts.variant == "new"
+    linear_forward(lt, "qkv", "qkv", h * w, n * w, n * h, p, mixed, cast_input=mixed)
+    for x in ("k", "v"):
+        lt.alloc(x + " index", INDEX_BYTES)
+        lt.alloc(x + " sel", p * n * g * d)
+    if new:
+        for x in ("q", "k", "v"):
+            lt.alloc(x + " flat", p * n * h)
+        lt.free("k sel", "v sel")
+    rope_forward(lt, "q", n * h, p, mixed)
+    rope_forward(lt, "k", n * kh * d, p, mixed)
+    lt.free(*(("q flat", "k flat") if new else ("k sel",)))
+    v = "v flat" if new else "v sel"
+    if spec.attn == "sdpa" and _flash(s, opts):
+        if mixed:
+            lt.alloc("k cast", p * n * kh * d)
+            lt.alloc("q cast", p * n * h)
+        mask_additive(lt, p * B * S * S, p)
+        lt.alloc("sdpa out", p * n * h)
+        lt.alloc("logsumexp", FP32 * B * a * S)
+        linear_forward(lt, "dense", "attn dense", h * h, n * h, n * h, p, mixed)
+        lt.free("qkv", *(("q roped", "k roped") if mixed else ()))
+        return
+    # batched matmuls take q, kᵀ and v broadcast to all heads as contiguous copies (B > 1; with B = 1
+    # the head dimension is the batch and strided views do)
+    clone = B > 1
+    if spec.attn == "sdpa":  # the math path, in fp32
+        if mixed:
+            lt.alloc("k cast", p * n * kh * d)
+            lt.alloc("q cast", p * n * h)
+        mask_additive(lt, p * B * S * S, p)
+        up = p != FP32
+        if up:
+            lt.alloc("q fp32", FP32 * n * h)
+            lt.alloc("k fp32", FP32 * n * kh * d)
+            lt.alloc("v fp32", FP32 * n * g * d)
+        lt.alloc("q scaled", FP32 * n * h)
+        lt.alloc("kᵀ scaled", FP32 * n * kh * d)
+        if clone:
+            lt.alloc("q clone", FP32 * n * h)
+            lt.alloc("kᵀ clone", FP32 * n * h)
+        lt.alloc("scores", FP32 * sq)
+        if clone:
+            lt.free("kᵀ scaled")
+        lt.alloc("masked", FP32 * sq)
+        lt.free("scores")
+        lt.alloc("softmax", FP32 * sq)
+        lt.free("masked")
+        if up:
+            lt.alloc("probs cast", p * sq)
+        if clone:
+            lt.alloc("v clone", FP32 * n * h)
+        lt.alloc("probs·v", FP32 * n * h)
+        if up:
+            lt.alloc("sdpa out", p * n * h)
+            lt.free("probs·v", *(("q scaled", "v fp32") if clone else ()), "k fp32", "q fp32", "probs cast", "mask",
+                    *(("q cast", "k cast") if mixed else ()))
+            lt.alloc("attn out", p * n * h)
+            lt.free("sdpa out")
+        else:
+            lt.free(*(("q scaled",) if clone else ()), "mask")
+            lt.alloc("attn out", p * n * h)
+            lt.free("probs·v")
+        keeps_v = not clone and not up
+    else:  # eager
+        if mixed:
+            lt.alloc("kᵀ cast", p * n * kh * d)
+            lt.alloc("q cast", p * n * h)
+        if clone:
+            lt.alloc("q clone", p * n * h)
+            lt.alloc("kᵀ clone", p * n * h)
+        lt.alloc("scores", p * sq)
+        if mixed and clone:
+            lt.free("q cast", "kᵀ cast")
+        lt.alloc("masked", stream * sq)
+        lt.alloc("softmax", stream * sq)  # in the hidden states' dtype: fp32 under autocast
+        lt.free("masked", "scores")
+        if mixed:
+            lt.alloc("probs", p * sq)
+        if clone:
+            lt.alloc("v clone", p * n * h)
+        lt.alloc("probs·v", p * n * h)
+        lt.alloc("attn out", p * n * h)
+        lt.free("probs·v")
+        keeps_v = not clone
+    linear_forward(lt, "dense", "attn dense", h * h, n * h, n * h, p, mixed)
+    # q and k after RoPE are kept where eager attention took them as they are (B = 1, pure precision)
+    keeps_qk = spec.attn == "eager" and not clone and not mixed
+    lt.free("qkv", *(() if keeps_qk else ("q roped", "k roped")), *(() if keeps_v else (v,)))
+
+
+def mask_additive(lt, nbytes: int, p: int) -> None:
+    """SDPA turns the boolean mask additive in q's dtype: two scalars, then a B×1×S×S where."""
+    lt.alloc("mask fill 0", p)
+    lt.alloc("mask fill -inf", p)
+    lt.alloc("mask", nbytes)
+    lt.free("mask fill 0", "mask fill -inf")
+
+
+def outside_saved(s, spec, opts: Options) -> dict[str, int]:
+    """Outside the layers: the final LayerNorm's input, mean, 1/std and (pure precision) output,
+    under autocast the head's cast of it and its weight copy; RoPE's cos and sin (S·d each, in
+    the embeddings' dtype: fp32 under autocast); the input ids; with checkpointing the position
+    ids and the mask every recompute reads (eager: B×S×S additive, stream's dtype; SDPA: S×S
+    boolean)."""
+    p, B, S, n, mixed, stream = _dims(s, spec)
+    out = {"ln_f: input": stream * n * s.h, "ln_f: mean": stream * n, "ln_f: rstd": stream * n}
+    if mixed:
+        out.update({"head input cast": p * n * s.h, "head weight copy": p * s.V * s.h})
+    else:
+        out["ln_f: out"] = p * n * s.h
+    out.update({"cos": stream * S * s.head_dim, "sin": stream * S * s.head_dim, "input ids": INDEX_BYTES * n})
+    if spec.checkpointing:
+        out["position ids"] = INDEX_BYTES * S
+        out["attention mask"] = B * S * S * stream if spec.attn == "eager" else S * S
+    return out
+
+
+def forward_end(s, spec) -> dict[str, int]:
+    """Under autocast ln_f's fp32 output lives until the forward returns."""
+    if spec.precision != "mixed":
+        return {}
+    return {"ln_f output fp32": FP32 * spec.batch * spec.seq * s.h}
+
+
+def head_backward(t, s, spec) -> None:
+    """From the logits' gradient to the last layer's output's ("dy"): the head and ln_f."""
+    p, B, S, n, mixed, stream = _dims(s, spec)
+    saved = ("head weight copy", "head input cast") if mixed else ("ln_f: out",)
+    linear_backward(t, "embedding" if s.tied else "head", s.V * s.h, "ln_f: gy", n * s.h, p, mixed, ("grad logits",),
+                    cast_input=mixed, saved=saved)
+    t.rename(layernorm_backward(t, "ln_f", "ln_f: gy", n, s.h, stream, stream, None), "dy")
+
+
+def layer_backward(t, i: int, s, spec, opts: Options) -> None:
+    """Layer i's backward from its output's gradient ("dy") to its input's ("dy"): the MLP, the
+    attention, then the norms, whose input gradients are added into dy (the residual's)."""
+    p, B, S, n, mixed, stream = _dims(s, spec)
+    lt = t.scope(f"layer {i}: ")
+    h, f = s.h, s.ffn
+    ck, two = spec.checkpointing, s.norms_per_layer == 2
+    ln_mlp = "ln_mlp" if two else "ln"
+
+    def copies(k: str) -> tuple[str, ...]:
+        return (f"{k} weight copy", f"{k} input cast") if mixed else ()
+
+    if mixed:  # the stream's fp32 gradient cast for the two compute-dtype branches (summed in place)
+        lt.alloc("d branches", p * n * h)
+    if ck:
+        layer_forward(t, i, s, spec, opts)
+    linear_backward(lt, "4h_to_h", f * h, "d act", n * f, p, mixed,
+                    saved=(("4h_to_h weight copy",) if mixed else ()) + ("act",), recomputed=ck)
+    lt.alloc("d fc", p * n * f)
+    lt.free("d act", "fc")
+    linear_backward(lt, "h_to_4h", h * f, f"d {ln_mlp} out", n * h, p, mixed, ("d fc",), cast_input=mixed,
+                    saved=copies("h_to_4h") if mixed else ((f"{ln_mlp}: out",) if two else ()), recomputed=ck)
+    linear_backward(lt, "dense", h * h, "d attn out", n * h, p, mixed, ("d branches",) if mixed else (),
+                    saved=(("dense weight copy",) if mixed else ()) + (() if _flash_path(s, spec, opts) else ("attn out",)),
+                    recomputed=ck)
+    _attention_backward(lt, i, s, spec, opts)
+    ln_attn = "ln_attn" if two else "ln"
+    linear_backward(lt, "qkv", h * (s.heads + 2 * _kv(s, opts)[0]) * s.head_dim, f"d {ln_attn} out (qkv)", n * h, p,
+                    mixed, ("d qkv",), cast_input=mixed, saved=copies("qkv") if mixed else (f"{ln_attn}: out",),
+                    into=None if two else f"d {ln_mlp} out", recomputed=ck)
+    frame = (("/cos", "/sin", "/position ids", "/attention mask")) if ck and i == 0 else ()
+    if two:
+        layernorm_backward(lt, "ln_attn", "d ln_attn out (qkv)", n, h, stream, stream, "/dy", frees_input=False)
+        lt.rename("ln_attn: input", "ln_mlp: input")  # the layer's input, which ln_mlp frees
+        layernorm_backward(lt, "ln_mlp", "d ln_mlp out", n, h, stream, stream, "/dy", frame=frame)
+    else:
+        layernorm_backward(lt, "ln", "d ln out", n, h, stream, stream, "/dy", frame=frame)
+
+
+def _flash_path(s, spec, opts: Options) -> bool:
+    return spec.attn == "sdpa" and _flash(s, opts)
+
+
+def _attention_backward(lt, i: int, s, spec, opts: Options) -> None:
+    """The backward of `_attention_forward` from the re-merged heads' gradient ("d attn out") to
+    the fused projection's ("d qkv")."""
+    p, B, S, n, mixed, stream = _dims(s, spec)
+    h, a, d = s.h, s.heads, s.head_dim
+    g, kh = _kv(s, opts)
+    w = (a + 2 * g) * d
+    new = opts.variant == "new"
+    last = i == 0 and not spec.checkpointing
+    if _flash_path(s, spec, opts):
+        for x in ("dq", "dk", "dv"):
+            lt.alloc(x, p * n * h)
+        lt.free("d attn out", "mask", *(("q cast", "k cast") if mixed else ("q roped", "k roped")), "v flat",
+                "logsumexp", "sdpa out")
+    else:
+        clone = B > 1
+        if spec.attn == "sdpa":
+            _math_backward(lt, s, spec, opts, clone)
+        else:
+            _eager_backward(lt, s, spec, opts, clone)
+    if mixed:  # q and k went through their casts to p
+        lt.alloc("dq fp32", FP32 * n * h)
+        lt.free("dq")
+        lt.rename("dq fp32", "dq")
+        lt.alloc("dk fp32", FP32 * n * kh * d)
+        lt.free("dk")
+        lt.rename("dk fp32", "dk")
+    rope_backward(lt, "dk", n * kh * d, p, mixed)
+    rope_backward(lt, "dq", n * h, p, mixed, last=last)
+    # the split's backward: k and v scattered into the fused layout, q's slice, summed
+    if new:
+        lt.alloc("dv sum", p * n * g * d)
+        lt.free("dv")
+        lt.alloc("dk sum", p * n * g * d)
+        lt.free("dk")
+        lt.rename("dv sum", "dv")
+        lt.rename("dk sum", "dk")
+    for x in ("v", "k"):
+        lt.alloc(f"d{x} zeros", p * n * w)
+        lt.alloc(f"d{x} scattered", p * n * w)
+        lt.free(f"d{x} zeros", f"d{x}", f"{x} index")
+    lt.alloc("d kv", p * n * w)
+    lt.free("dv scattered", "dk scattered")
+    lt.alloc("dq full", p * n * w)
+    lt.free("dq")
+    lt.alloc("d qkv", p * n * w)
+    lt.free("d kv", "dq full")
+
+
+def _kept(s, spec, opts: Options, clone: bool) -> tuple[str, str, str]:
+    """The names of what attention's matmuls keep of q, kᵀ and v: their contiguous copies
+    (B > 1), else the tensors themselves (the casts under autocast; fp32 copies in the math path)."""
+    if clone:
+        return "q clone", "kᵀ clone", "v clone"
+    mixed, up = spec.precision == "mixed", dtype_bytes(spec.dtype) != FP32
+    v = "v flat" if opts.variant == "new" else "v sel"
+    if spec.attn == "sdpa":
+        return "q scaled", "kᵀ scaled", "v fp32" if up else v
+    return ("q cast", "kᵀ cast", v) if mixed else ("q roped", "k roped", v)
+
+
+def _math_backward(lt, s, spec, opts: Options, clone: bool) -> None:
+    """SDPA's fp32 math path back from "d attn out" to "dq", "dk", "dv" (p; fp32 when p is)."""
+    p, B, S, n, mixed, stream = _dims(s, spec)
+    h, a, d = s.h, s.heads, s.head_dim
+    g, kh = _kv(s, opts)
+    sq = B * a * S * S
+    q, k, v = _kept(s, spec, opts, clone)
+    up = p != FP32
+    if up:
+        lt.alloc("d out fp32", FP32 * n * h)
+        lt.free("d attn out")
+        lt.rename("d out fp32", "d attn out")
+    if clone:
+        lt.alloc("d heads", FP32 * n * h)
+        lt.free("d attn out")
+    else:
+        lt.rename("d attn out", "d heads")
+    lt.alloc("dv exp", FP32 * n * h)
+    lt.alloc("d probs", FP32 * sq)
+    lt.free("d heads", v)
+    lt.alloc("dv fp32", FP32 * n * g * d)
+    lt.free("dv exp")
+    lt.alloc("d softmax", FP32 * sq)
+    lt.free("d probs", "softmax")
+    lt.alloc("dkᵀ exp", FP32 * n * h)
+    lt.alloc("dq fp32", FP32 * n * h)
+    lt.free("d softmax", k, q)
+    lt.alloc("dkᵀ sum", FP32 * n * kh * d)
+    lt.free("dkᵀ exp")
+    lt.alloc("dk fp32", FP32 * n * kh * d)
+    lt.free("dkᵀ sum")
+    lt.alloc("dq scaled", FP32 * n * h)
+    lt.free("dq fp32")
+    if up:
+        lt.alloc("dv", p * n * g * d)
+        lt.free("dv fp32")
+        lt.alloc("dk", p * n * kh * d)
+        lt.free("dk fp32")
+        lt.alloc("dq", p * n * h)
+        lt.free("dq scaled")
+    else:
+        lt.rename("dv fp32", "dv")
+        lt.rename("dk fp32", "dk")
+        lt.rename("dq scaled", "dq")
+
+
+def _eager_backward(lt, s, spec, opts: Options, clone: bool) -> None:
+    """Eager attention back from "d attn out" to "dq", "dk", "dv"."""
+    p, B, S, n, mixed, stream = _dims(s, spec)
+    h, a, d = s.h, s.heads, s.head_dim
+    g, kh = _kv(s, opts)
+    sq = B * a * S * S
+    new = opts.variant == "new"
+    q, k, v = _kept(s, spec, opts, clone)
+    if clone:
+        lt.alloc("d heads", p * n * h)
+        lt.free("d attn out")
+    else:
+        lt.rename("d attn out", "d heads")
+    lt.alloc("dv exp", p * n * h)
+    lt.alloc("d probs", p * sq)
+    lt.free("d heads", v, *(("probs",) if mixed else ()))
+    if new:
+        lt.rename("dv exp", "dv")
+    else:
+        lt.alloc("dv", p * n * g * d)
+        lt.free("dv exp")
+    if mixed:  # back through the probabilities' cast, the fp32 softmax and the mask's promotion
+        lt.alloc("d probs fp32", FP32 * sq)
+        lt.free("d probs")
+        lt.alloc("d softmax fp32", FP32 * sq)
+        lt.free("d probs fp32", "softmax")
+        lt.alloc("d softmax", p * sq)
+        lt.free("d softmax fp32")
+    else:
+        lt.alloc("d softmax", p * sq)
+        lt.free("d probs", "softmax")
+    lt.alloc("d scaled", p * sq)
+    lt.free("d softmax")
+    lt.alloc("dkᵀ exp", p * n * h)
+    lt.alloc("dq", p * n * h)
+    lt.free("d scaled", k, q)
+    if new:
+        lt.rename("dkᵀ exp", "dk")
+    else:
+        lt.alloc("dk", p * n * kh * d)
+        lt.free("dkᵀ exp")
+
+
+def embedding_backward(t, s, spec) -> None:
+    """The embedding's gradient (V·h·p_w; tied: added to the head's out of place)."""
+    p, B, S, n, mixed, stream = _dims(s, spec)
+    if s.tied:
+        t.alloc("embedding grad", stream * s.V * s.h)
+        t.free("dy")
+        add_into(t, GRAD + "embedding", "embedding grad", stream * s.V * s.h)
+    else:
+        t.alloc(GRAD + "embedding", stream * s.V * s.h)
+        t.free("dy")
+
+
+TRAINING = Training(layer_forward, outside_saved, head_backward, layer_backward, embedding_backward, forward_end,
+                    gaps, options)

@@ -3,8 +3,9 @@ c_proj (h × h), the MLP c_fc (h × f) and c_proj (f × h) with GELU, every proj
 (Conv1D), learned positions (n_positions × h), a final LayerNorm, and a head tied to the
 embedding unless the config says otherwise.
 
-The activation terms were counted tensor by tensor from what autograd saves in these modules
-(tiny-gpt2 was the derivation), for eager and SDPA attention, in pure precision without
+The training terms were read off the fake backend's trace tensor by tensor (tiny-gpt2 with
+distinct widths was the derivation): what the forward keeps, and the order in which backward
+allocates and frees, for eager and SDPA attention, pure precision and autocast, with and without
 checkpointing, with the dropout masks of one byte the CUDA kernels keep.
 
 Symbols: n = B·S tokens, h hidden, f MLP inner size, a heads, V vocabulary, L layers, p bytes of
@@ -13,9 +14,14 @@ the compute dtype.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from verify.units import INDEX_BYTES, dtype_bytes
 
 from verify.families.blocks import FP32, attention, mlp, norm
+from verify.families.tape import (GRAD, Options, Training, add_into, dropout_backward, dropout_forward, gelu_tanh_backward,
+                                  gelu_tanh_forward, layernorm_backward, layernorm_forward, linear_backward, linear_forward)
 
 MODEL_TYPES = ("gpt2",)
 
@@ -51,52 +57,308 @@ def buffers(s, p: int) -> dict[str, int]:
     return {}
 
 
-def activations(s, spec, dropout: tuple[float, float, float]) -> dict[str, int]:
-    """Bytes live at the forward/backward boundary beyond the persistent state (training): L
-    blocks and what lies outside them; dropout = the config's (embd_pdrop, attn_pdrop,
-    resid_pdrop)."""
+# --- training: what the forward keeps for backward, and the backward on a tape ----------------
+
+
+def _dims(s, spec) -> tuple:
+    """(p, B, S, n, mixed, stream bytes) of a run."""
     p = dtype_bytes(spec.dtype)
-    B, S = spec.batch, spec.seq
-    embd, attn_p, resid = dropout
-    layer = gpt2_layer_saved(B, S, s.h, s.ffn, s.heads, p, spec.attn, attn_p > 0, resid > 0)
-    return {**{f"L × {k}": s.L * v for k, v in layer.items()}, **gpt2_head_saved(B, S, s.h, s.V, p, embd > 0)}
+    mixed = spec.precision == "mixed"
+    return p, spec.batch, spec.seq, spec.batch * spec.seq, mixed, FP32 if mixed else p
 
 
-def activation_gaps(s, spec) -> str | None:
-    """Where `activations` is not derived: autocast and checkpointing."""
-    if spec.mode == "train" and (spec.precision == "mixed" or spec.checkpointing):
-        return "GPT-2 activations are derived for pure precision without checkpointing"
-    return None
+@dataclass(frozen=True)
+class Block:
+    """What differs between the GPT-2-style blocks `block_forward` and `block_backward` play (GPT-2
+    here, GPT-BigCode in gpt_bigcode.py): pre-LN, a fused qkv, residual dropout after each branch,
+    a two-projection MLP, every projection biased."""
+
+    conv1d: bool  # projections are GPT-2's Conv1D (autocast casts weight, input, bias) rather than nn.Linear (bias, weight, input)
+    eager_forward: Callable  # (lt, s, spec, opts) eager attention from the fused "qkv" to the re-merged heads "attn out"
+    eager_backward: Callable  # (lt, s, spec, opts) its backward, "d attn out" to "d qkv"
+    act_forward: Callable  # (lt, opts, e, p) the MLP's activation on "fc" (e elements) to "gelu"
+    act_backward: Callable  # (lt, opts, e, p) its backward, "d gelu" to "d fc"
 
 
-def gpt2_layer_saved(B: int, S: int, h: int, f: int, a: int, p: int, attn: str, attn_drop: bool, resid_drop: bool) -> dict[str, int]:
-    """One GPT-2 block (LayerNorm, fused qkv, GELU-tanh MLP, dropout with 1-byte masks as on CUDA):
-    the inputs and outputs of its two LayerNorms (p·nh each) and their mean and 1/std per token
-    (p·n each: this backend's LayerNorm keeps them in the input dtype), the fused qkv output
-    (3p·nh), attention by kind, the re-merged heads (eager), the GELU's five n·f tensors (the
-    c_fc output and four intermediates of 0.5·x·(1 + tanh(...))) and the residual-dropout masks."""
-    n = B * S
-    out = {"2 LayerNorm inputs 2p·nh": 2 * p * n * h, "2 LayerNorm outputs 2p·nh": 2 * p * n * h,
-           "LayerNorm mean, 1/std 4p·n": 4 * p * n, "fused qkv 3p·nh": 3 * p * n * h}
-    if attn == "sdpa":
-        out.update({"SDPA output p·nh": p * n * h, "logsumexp 4·B·a·S": FP32 * B * a * S})
+def qkv_width(s) -> int:
+    """Columns of the fused qkv projection: q's h, k's and v's kv_heads·d each (3h with every head)."""
+    return s.h + 2 * s.kv_heads * s.head_dim
+
+
+def block_forward(t, i: int, s, spec, opts: Options, kind: Block) -> None:
+    """Block i's forward from its input ("layer input", n·h in the stream's dtype) to its last
+    kept tensor; dropout = (embd_pdrop, attn_pdrop, resid_pdrop). Kept: ln_1's and ln_2's input,
+    mean and 1/std (`layernorm_forward`); the fused qkv (p·n·w, w = `qkv_width`: SDPA keeps q, k,
+    v as views of it, with its output and an fp32 logsumexp per head and token, 4·B·a·S; eager
+    attention keeps what `kind.eager_forward` says and the re-merged heads p·nh); the MLP's c_fc
+    output and what its activation keeps; the residual dropouts' 1-byte masks; in pure precision
+    the norms' outputs (kept by c_attn and c_fc); under autocast each projection's weight copy and
+    input cast."""
+    p, B, S, n, mixed, stream = _dims(s, spec)
+    embd, attn_p, resid = opts.dropout
+    lt = t.scope(f"layer {i}: ")
+    h, f, a, w = s.h, s.ffn, s.heads, qkv_width(s)
+    c1 = kind.conv1d
+
+    def residual_dropout(name: str, src: str) -> None:
+        if resid > 0:
+            dropout_forward(lt, name, src, n * h, p)
+            lt.free(src)
+        else:
+            lt.rename(src, name)
+
+    layernorm_forward(lt, "ln_1", "layer input", n, h, stream)
+    linear_forward(lt, "c_attn", "qkv", h * w, n * w, n * h, p, mixed, cast_input=mixed, bias=w, conv1d=c1)
+    if spec.attn == "sdpa":
+        lt.alloc("attn out", p * n * h)
+        lt.alloc("logsumexp", FP32 * B * a * S)
     else:
-        out.update({"softmax p·B·a·S²": p * B * a * S * S, "merged heads p·nh": p * n * h})
-        if attn_drop:
-            out.update({"attention dropout output p·B·a·S²": p * B * a * S * S, "attention dropout mask B·a·S²": B * a * S * S})
-    out["GELU-tanh MLP 5p·nf"] = 5 * p * n * f
-    if resid_drop:
-        out["2 residual dropout masks 2nh"] = 2 * n * h
+        kind.eager_forward(lt, s, spec, opts)
+    linear_forward(lt, "attn c_proj", "attn proj", h * h, n * h, n * h, p, mixed, bias=h, conv1d=c1)
+    residual_dropout("attn dropout", "attn proj")
+    if spec.attn == "eager" and B > 1:  # q, k and v were copied: the fused output is not kept
+        lt.free("qkv")
+    lt.alloc("x2", stream * n * h)
+    if mixed:
+        lt.free("ln_1: out")
+    layernorm_forward(lt, "ln_2", "x2", n, h, stream)
+    linear_forward(lt, "c_fc", "fc", h * f, n * f, n * h, p, mixed, cast_input=mixed, bias=f, conv1d=c1)
+    kind.act_forward(lt, opts, n * f, p)
+    # without the MLP's dropout the output projection keeps the block's last kept tensors: a
+    # checkpointed recompute stops before its output
+    linear_forward(lt, "mlp c_proj", "mlp proj" if resid > 0 else None, f * h, n * h, n * f, p, mixed, bias=h, conv1d=c1)
+    if resid > 0:
+        residual_dropout("mlp dropout", "mlp proj")
+    # the residual add (or the recompute's stop) ends what the block holds beyond its kept tensors
+    lt.free(*(("ln_2: out",) if mixed else ()), *(("mlp dropout",) if resid > 0 else ()), "attn dropout",
+            *((f"{k} bias copy" for k in ("c_attn", "attn c_proj", "c_fc", "mlp c_proj")) if mixed else ()))
+
+
+def eager_forward(lt, s, spec, opts: Options) -> None:
+    """GPT-2's eager attention on the fused qkv: q and kᵀ as (B·a)×S×d operands (contiguous copies,
+    p·nh each, kept; views of the fused output when B = 1), the scores and their scaling
+    (p·B·a·S²), the mask added (stream's dtype), the softmax (kept; fp32 under autocast, with its
+    cast to p, kept), with attention dropout the dropped probabilities (p·B·a·S², kept) and their
+    1-byte mask, v copied (B > 1, kept), probs·v and the heads re-merged (p·nh, kept)."""
+    p, B, S, n, mixed, stream = _dims(s, spec)
+    h, a = s.h, s.heads
+    sq = B * a * S * S
+    if B > 1:  # q and kᵀ as (B·a)×S×d operands: contiguous copies (views of the fused output when B = 1)
+        lt.alloc("q", p * n * h)
+        lt.alloc("kᵀ", p * n * h)
+    lt.alloc("scores", p * sq)
+    lt.alloc("scores scaled", p * sq)
+    lt.free("scores")
+    lt.alloc("masked", stream * sq)  # the float mask is in the stream's dtype
+    lt.free("scores scaled")
+    lt.alloc("softmax", stream * sq)
+    lt.free("masked")
+    probs = "softmax"
+    if mixed:  # .type(value.dtype) after autocast's fp32 softmax
+        lt.alloc("softmax cast", p * sq)
+        probs = "softmax cast"
+    if opts.dropout[1] > 0:
+        dropout_forward(lt, "probs", probs, sq, p)
+        if mixed:
+            lt.free("softmax cast")
+    if B > 1:
+        lt.alloc("v", p * n * h)
+    lt.alloc("probs·v", p * n * h)
+    lt.alloc("attn out", p * n * h)
+    lt.free("probs·v")
+
+
+def gelu_new_forward(lt, opts: Options, e: int, p: int) -> None:
+    """GPT-2's gelu_new, written out (`gelu_tanh_forward`)."""
+    gelu_tanh_forward(lt, "fc", "gelu", e, p)
+
+
+def gelu_new_backward(lt, opts: Options, e: int, p: int) -> None:
+    gelu_tanh_backward(lt, "fc", "gelu", "d gelu", e, p)
+
+
+def outside_saved(s, spec, opts: Options) -> dict[str, int]:
+    """Outside the blocks: ln_f's input, mean and 1/std (and its output, kept by the head, in pure
+    precision; under autocast the head's cast of it and the head's weight copy, V·h·p), the
+    embedding-dropout mask (1 byte per element), the token and position ids; with checkpointing
+    and eager attention the B×S×S float mask every block's recompute reads."""
+    p, B, S, n, mixed, stream = _dims(s, spec)
+    out = {"ln_f: input": stream * n * s.h, "ln_f: mean": stream * n, "ln_f: rstd": stream * n}
+    if mixed:
+        out.update({"head input cast": p * n * s.h, "head weight copy": p * s.V * s.h})
+    else:
+        out["ln_f: out"] = p * n * s.h
+    if opts.dropout[0] > 0:
+        out["embedding dropout mask"] = n * s.h
+    out.update({"input ids": INDEX_BYTES * n, "position ids": INDEX_BYTES * S})
+    if spec.checkpointing and spec.attn == "eager":
+        out["attention mask"] = B * S * S * stream
     return out
 
 
-def gpt2_head_saved(B: int, S: int, h: int, V: int, p: int, embd_drop: bool) -> dict[str, int]:
-    """Outside GPT-2's blocks: the final LayerNorm's input and output and its statistics, the
-    embedding-dropout mask, log-probs, token and position ids, labels and loss."""
-    n = B * S
-    out = {"final LayerNorm input, output 2p·nh": 2 * p * n * h, "final LayerNorm mean, 1/std 2p·n": 2 * p * n,
-           "log-probs 4nV": FP32 * n * V, "input ids 8n": INDEX_BYTES * n, "position ids 8S": INDEX_BYTES * S,
-           "labels 8(S+1) or 8BS": INDEX_BYTES * (S + 1 if B == 1 else B * S), "loss, total weight 2·4": 2 * FP32}
-    if embd_drop:
-        out["embedding dropout mask nh"] = n * h
+def forward_end(s, spec) -> dict[str, int]:
+    """Under autocast ln_f's fp32 output (4nh) lives until the model's forward returns, past the
+    loss, and autocast's cached bias copies (p each) until autocast exits; with checkpointing
+    so do its weight copies (kept by nothing else)."""
+    if spec.precision != "mixed":
+        return {}
+    p, n, h, f, w = dtype_bytes(spec.dtype), spec.batch * spec.seq, s.h, s.ffn, qkv_width(s)
+    out = {"ln_f output fp32": FP32 * n * h, "L × bias copies": s.L * p * (w + h + f + h)}
+    if spec.checkpointing:
+        out["L × weight copies"] = s.L * p * (h * w + h * h + 2 * h * f)
     return out
+
+
+def head_backward(t, s, spec) -> None:
+    """From the logits' gradient to the last block's output's ("dy"): the head's backward (its
+    weight's gradient V·h·p_w, the embedding's first one when tied) and ln_f's."""
+    p, B, S, n, mixed, stream = _dims(s, spec)
+    saved = ("head weight copy", "head input cast") if mixed else ("ln_f: out",)
+    linear_backward(t, "embedding" if s.tied else "head", s.V * s.h, "ln_f: gy", n * s.h, p, mixed, ("grad logits",),
+                    cast_input=mixed, saved=saved)
+    t.rename(layernorm_backward(t, "ln_f", "ln_f: gy", n, s.h, stream, stream, None), "dy")
+
+
+def block_backward(t, i: int, s, spec, opts: Options, kind: Block) -> None:
+    """Block i's backward from the gradient of its output ("dy") to that of its input ("dy"
+    again); with checkpointing its recompute first."""
+    p, B, S, n, mixed, stream = _dims(s, spec)
+    embd, attn_p, resid = opts.dropout
+    lt = t.scope(f"layer {i}: ")
+    h, f, w = s.h, s.ffn, qkv_width(s)
+    ck, c1 = spec.checkpointing, kind.conv1d
+
+    def copies(k: str) -> tuple[str, ...]:
+        return (f"{k} weight copy", f"{k} input cast") if mixed else ()
+
+    if mixed:
+        lt.alloc("d mlp dropout out", p * n * h)
+    if ck:
+        block_forward(t, i, s, spec, opts, kind)
+    g, frees = "/dy", ()
+    if mixed:
+        g, frees = "d mlp dropout out", ("d mlp dropout out",)
+    if resid > 0:
+        g = dropout_backward(lt, "mlp dropout", g, n * h, p, frees)
+        frees = (g,)
+    linear_backward(lt, "mlp c_proj", f * h, "d gelu", n * f, p, mixed, frees, bias=h,
+                    saved=("gelu",) + (("mlp c_proj weight copy",) if mixed else ()), recomputed=ck, conv1d=c1)
+    kind.act_backward(lt, opts, n * f, p)
+    linear_backward(lt, "c_fc", h * f, "d ln_2 out", n * h, p, mixed, ("d fc",), cast_input=mixed, bias=f,
+                    saved=copies("c_fc") if mixed else ("ln_2: out",), recomputed=ck, conv1d=c1)
+    layernorm_backward(lt, "ln_2", "d ln_2 out", n, h, stream, stream, "/dy")
+
+    g, frees = "/dy", ()
+    if mixed:
+        lt.alloc("d attn dropout out", p * n * h)
+        g, frees = "d attn dropout out", ("d attn dropout out",)
+    if resid > 0:
+        g = dropout_backward(lt, "attn dropout", g, n * h, p, frees)
+        frees = (g,)
+    linear_backward(lt, "attn c_proj", h * h, "d attn out", n * h, p, mixed, frees, bias=h,
+                    saved=(("attn c_proj weight copy",) if mixed else ()) + (("attn out",) if spec.attn == "eager" else ()),
+                    recomputed=ck, conv1d=c1)
+    if spec.attn == "sdpa":
+        kv = n * s.kv_heads * s.head_dim
+        for x, e in (("dq", n * h), ("dk", kv), ("dv", kv)):
+            lt.alloc(x, p * e)
+        lt.free("d attn out", "qkv", "logsumexp", "attn out")
+        lt.alloc("d qkv", p * n * w)  # the split's backward: one cat of the three
+        lt.free("dq", "dk", "dv")
+    else:
+        kind.eager_backward(lt, s, spec, opts)
+    linear_backward(lt, "c_attn", h * w, "d ln_1 out", n * h, p, mixed, ("d qkv",), cast_input=mixed, bias=w,
+                    saved=copies("c_attn") if mixed else ("ln_1: out",), recomputed=ck, conv1d=c1)
+    frame = ("/attention mask",) if ck and i == 0 and spec.attn == "eager" else ()  # the recompute's inputs go with the first block
+    layernorm_backward(lt, "ln_1", "d ln_1 out", n, h, stream, stream, "/dy", frame=frame)
+
+
+def eager_backward(lt, s, spec, opts: Options) -> None:
+    """GPT-2's eager attention from the gradient of its re-merged output ("d attn out") to that of
+    the fused qkv ("d qkv"): probs·v and q·kᵀ back through their batched matmuls (p·B·a·S² for
+    the probabilities' gradient, then the dropout's, the softmax's and the scaling's), and the
+    gradients of q, kᵀ and v re-laid out and concatenated (3p·nh). With one sequence (B = 1) the
+    operands were views of the fused output, and so are some of the gradients."""
+    p, B, S, n, mixed, stream = _dims(s, spec)
+    h, a = s.h, s.heads
+    sq = B * a * S * S
+    attn_drop = opts.dropout[1] > 0
+    heads = "d attn out"
+    if B > 1:
+        lt.alloc("d heads", p * n * h)
+        lt.free("d attn out")
+        heads = "d heads"
+    lt.alloc("dv", p * n * h)
+    lt.alloc("d probs", p * sq)
+    lt.free(heads, *(("v",) if B > 1 else ()))
+    if attn_drop:
+        lt.free("probs")
+        lt.alloc("d probs in", p * sq)
+        lt.free("d probs", "probs mask")
+        lt.rename("d probs in", "d probs")
+    elif mixed:
+        lt.free("softmax cast")
+    if mixed:  # back through the cast after autocast's fp32 softmax, and the fp32 masked scores' cast
+        lt.alloc("d probs fp32", FP32 * sq)
+        lt.free("d probs")
+        lt.rename("d probs fp32", "d probs")
+    lt.alloc("d softmax", (FP32 if mixed else p) * sq)
+    lt.free("d probs", "softmax")
+    if mixed:
+        lt.alloc("d masked cast", p * sq)
+        lt.free("d softmax")
+        lt.rename("d masked cast", "d softmax")
+    lt.alloc("d scores", p * sq)
+    lt.free("d softmax")
+    lt.alloc("dkᵀ", p * n * h)
+    lt.alloc("dq", p * n * h)
+    lt.free("d scores", *(("kᵀ", "q") if B > 1 else ("qkv",)))
+    for x in ("dq", "dv"):
+        lt.alloc(x + " laid out", p * n * h)
+        lt.free(x)
+    lt.alloc("d qkv", 3 * p * n * h)
+    lt.free("dq laid out", "dkᵀ", "dv laid out")
+
+
+GPT2 = Block(conv1d=True, eager_forward=eager_forward, eager_backward=eager_backward, act_forward=gelu_new_forward,
+             act_backward=gelu_new_backward)
+
+
+def layer_forward(t, i: int, s, spec, opts: Options) -> None:
+    """GPT-2's block forward (`block_forward`)."""
+    block_forward(t, i, s, spec, opts, GPT2)
+
+
+def layer_backward(t, i: int, s, spec, opts: Options) -> None:
+    """GPT-2's block backward (`block_backward`)."""
+    block_backward(t, i, s, spec, opts, GPT2)
+
+
+def embedding_backward(t, s, spec) -> None:
+    """Below the first block: the embedding dropout's backward, the positions' gradient (summed
+    over the batch first, p·S·h, then N·h·p_w) and the token embedding's (V·h·p_w; tied: added
+    to the head's out of place)."""
+    p, B, S, n, mixed, stream = _dims(s, spec)
+    g = "dy"
+    if t.live.get("embedding dropout mask") is not None:
+        g = dropout_backward(t, "embedding dropout", "dy", n * s.h, stream, ("dy",))
+    if B > 1:  # the positions' output was broadcast over the batch: its gradient is summed over it first
+        t.alloc("d positions", stream * S * s.h)
+    t.alloc(GRAD + "positions", stream * s.max_positions * s.h)
+    t.free(*(("d positions",) if B > 1 else ()), "position ids")
+    if s.tied:
+        t.alloc("embedding grad", stream * s.V * s.h)
+        t.free(g)
+        add_into(t, GRAD + "embedding", "embedding grad", stream * s.V * s.h)
+    else:
+        t.alloc(GRAD + "embedding", stream * s.V * s.h)
+        t.free(g)
+
+
+def options(config) -> Options:
+    """GPT-2's dropout: embd_pdrop, attn_pdrop, resid_pdrop."""
+    return Options(dropout=tuple(float(getattr(config, k, 0.0) or 0.0) for k in ("embd_pdrop", "attn_pdrop", "resid_pdrop")))
+
+
+TRAINING = Training(layer_forward, outside_saved, head_backward, layer_backward, embedding_backward, forward_end,
+                    options=options)

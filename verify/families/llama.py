@@ -16,10 +16,10 @@ V vocabulary, L layers, p bytes of the compute dtype; fp32 tensors are 4 bytes w
 
 from __future__ import annotations
 
-from verify.formulas import memory as M
 from verify.units import INDEX_BYTES, dtype_bytes
 
 from verify.families.blocks import FP32, attention, mlp, rope_inv_freq
+from verify.families.tape import GRAD, Options, Training, add_into, linear_backward, rmsnorm_backward, rmsnorm_forward, rope_backward, rope_forward
 
 MODEL_TYPES = ("llama", "mistral", "qwen2")
 
@@ -67,120 +67,434 @@ def buffers(s, p: int) -> dict[str, int]:
     return rope_inv_freq(s.head_dim)
 
 
-def activation_gaps(s, spec) -> str | None:
-    """Where `activations` is not derived: SDPA given an explicit sliding-window mask (transformers
-    passes one from S = W on; below it the mask is the plain causal one)."""
-    if spec.mode == "train" and spec.attn == "sdpa" and s.sliding_window and spec.seq >= s.sliding_window:
-        return (f"activations under SDPA with a sliding window ({s.sliding_window}) no longer than the sequence "
-                "(an explicit mask) are not derived; --attn eager is")
+# --- training: what the forward keeps for backward, and the backward on a tape ----------------
+
+
+def options(config) -> Options:
+    """The LLaMA family's dropout: attention_dropout alone (0 in its releases)."""
+    return Options(dropout=(0.0, float(getattr(config, "attention_dropout", 0.0) or 0.0), 0.0))
+
+
+def explicit_mask(s, spec) -> bool:
+    """SDPA is given an explicit mask: a sliding window no longer than the sequence (transformers
+    passes one from S = W on; below it the mask is the plain causal one and SDPA runs causal)."""
+    return bool(s.sliding_window) and spec.seq >= s.sliding_window
+
+
+def activation_gaps(s, spec, opts: Options) -> str | None:
+    """Where the training terms are not derived: eager attention with dropout on its probabilities."""
+    if spec.mode != "train":
+        return None
+    if spec.attn == "eager" and opts.dropout[1] > 0:
+        return "eager attention with attention_dropout > 0 is not derived for the LLaMA family"
     return None
 
 
-def rmsnorm_saved(n: int, h: int, p: int) -> dict[str, int]:
-    """One RMSNorm (transformers computes it in fp32): its fp32 input (4nh), the fp32 1/rms per
-    token (4n), the normalized tensor cast to the compute dtype and its product with the weight
-    (p·nh each; in fp32 the cast is the normalized product itself)."""
-    return {"fp32 input 4nh": FP32 * n * h, "1/rms 4n": FP32 * n, "normalized p·nh": p * n * h, "× weight p·nh": p * n * h}
-
-
-def attention_saved(B: int, S: int, h: int, a: int, g: int, d: int, p: int, attn: str) -> dict[str, int]:
-    """One attention block. SDPA saves q and k after RoPE, v, its output and an fp32 logsumexp per
-    head and token (4·B·a·S): linear in S. Eager saves the fp32 softmax (4·B·a·S²), its cast to
-    the compute dtype (p·B·a·S², none when p = 4), q, k and v (k and v repeated to a heads for
-    GQA) and the re-laid-out output: quadratic in S."""
-    n = B * S
-    if attn == "sdpa":
-        return {"q after RoPE n·a·d·p": n * a * d * p, "k after RoPE n·g·d·p": n * g * d * p, "v n·g·d·p": n * g * d * p,
-                "output n·a·d·p": n * a * d * p, "logsumexp 4·B·a·S": FP32 * B * a * S}
-    kv_heads = g if g == a else a  # repeat_kv materializes a-head copies of k and v under GQA
-    return {
-        "q after RoPE n·a·d·p": n * a * d * p,
-        "k n·kv·d·p": n * kv_heads * d * p,
-        "v n·kv·d·p": n * kv_heads * d * p,
-        "softmax fp32 4·B·a·S²": FP32 * B * a * S * S,
-        "softmax cast p·B·a·S²": 0 if p == FP32 else p * B * a * S * S,
-        "output n·a·d·p": n * a * d * p,
-    }
-
-
-def gated_mlp_saved(n: int, f: int, p: int) -> dict[str, int]:
-    """SwiGLU MLP: gate and up projections, the activation of the gate and the product (p·nf each)."""
-    return {"gate n·f·p": n * f * p, "up n·f·p": n * f * p, "act(gate) n·f·p": n * f * p, "act·up n·f·p": n * f * p}
-
-
-def head_saved(B: int, S: int, h: int, d: int, V: int, p: int) -> dict[str, int]:
-    """Outside the layers: the final RMSNorm, RoPE's cos and sin (one row of positions shared by
-    the batch: p·S·d each), the fp32 log-probabilities of the loss (4nV; the logits themselves
-    are not kept), the int64 input ids (8n), the labels the loss keeps (padded by one position
-    and shifted: a view of the 8·(S+1) padded row when B = 1, a contiguous 8·B·S copy when B > 1)
-    and the loss with its total weight (2 fp32 scalars)."""
-    n = B * S
-    return {
-        **{f"final norm {k}": v for k, v in rmsnorm_saved(n, h, p).items()},
-        "cos, sin 2·S·d·p": 2 * S * d * p,
-        "log-probs 4nV": FP32 * n * V,
-        "input ids 8n": INDEX_BYTES * n,
-        "labels 8(S+1) or 8BS": INDEX_BYTES * (S + 1 if B == 1 else B * S),
-        "loss, total weight 2·4": 2 * FP32,
-    }
-
-
-def rmsnorm_saved_autocast(n: int, h: int, p: int, consumers: int) -> dict[str, int]:
-    """One RMSNorm under autocast (fp32 weights, fp32 residual stream): its fp32 input (4nh), 1/rms
-    (4n), the fp32 normalized tensor (4nh), and one cast to the compute dtype (p·nh) for each
-    projection that reads the output (autocast casts activations per call; only weights are
-    cached): 3 after the attention norm (q, k, v), 2 after the MLP norm (gate, up), 1 at the end."""
-    return {"fp32 input 4nh": FP32 * n * h, "1/rms 4n": FP32 * n, "normalized fp32 4nh": FP32 * n * h,
-            f"{consumers} casts c·p·nh": consumers * p * n * h}
-
-
-def layer_matrices(s) -> int:
-    """Elements of the weight matrices of one decoder layer (q, k, v, o and the gated MLP)."""
-    q, kv = s.heads * s.head_dim, s.kv_heads * s.head_dim
-    return s.h * q + 2 * s.h * kv + q * s.h + 3 * s.h * s.ffn
-
-
-def activations(s, spec, dropout: tuple[float, float, float]) -> dict[str, int]:
-    """Bytes live at the forward/backward boundary beyond the persistent state (training); these
-    modules apply no dropout (`dropout` is GPT-2's and unused here).
-
-    Pure precision: per layer 2 RMSNorms, attention by kind, the gated MLP. Mixed precision
-    (autocast, fp32 weights): the norms keep fp32 tensors plus per-projection casts, and each
-    layer keeps the cached compute-dtype copy of its weight matrices (p per element), the head
-    its own (V·h·p); attention and MLP keep the same tensors as in pure precision. Checkpointing:
-    each layer keeps only its input (n·h in the residual stream's dtype) and the CPU RNG state
-    torch.utils.checkpoint saves for its recompute (host memory on a GPU: the GPU model takes it
-    off); the position ids (8S) and, for eager attention, the B×S×S mask in the stream's dtype are
-    kept for the recompute."""
+def _dims(s, spec) -> tuple:
+    """(p, B, S, n, mixed, stream bytes) of a run."""
     p = dtype_bytes(spec.dtype)
-    B, S = spec.batch, spec.seq
-    n = B * S
     mixed = spec.precision == "mixed"
-    stream = FP32 if mixed else p  # bytes of the residual stream between layers
-    if spec.checkpointing:
-        layer = {"layer input n·h": n * s.h * stream, "CPU RNG state": M.CPU_RNG_STATE_BYTES}
-        extra = {"position ids 8S": INDEX_BYTES * S}
-        if spec.attn == "eager":  # eager gets an explicit mask, a checkpoint input like the rest
-            extra["attention mask B·S²·p_stream"] = B * S * S * stream
-    elif mixed:
-        layer = {
-            **{f"attention norm: {k}": v for k, v in rmsnorm_saved_autocast(n, s.h, p, 3).items()},
-            **{f"MLP norm: {k}": v for k, v in rmsnorm_saved_autocast(n, s.h, p, 2).items()},
-            **attention_saved(B, S, s.h, s.heads, s.kv_heads, s.head_dim, p, spec.attn),
-            **gated_mlp_saved(n, s.ffn, p),
-            "weight copies p·(matrices)": p * layer_matrices(s),
-        }
-        extra = {}
+    return p, spec.batch, spec.seq, spec.batch * spec.seq, mixed, FP32 if mixed else p
+
+
+def _matrices(s) -> dict[str, int]:
+    """Elements of each weight matrix of one decoder layer."""
+    q, kv = s.heads * s.head_dim, s.kv_heads * s.head_dim
+    return {"q": s.h * q, "k": s.h * kv, "v": s.h * kv, "o": q * s.h, "gate": s.h * s.ffn, "up": s.h * s.ffn, "down": s.ffn * s.h}
+
+
+def _biases(s) -> dict[str, int]:
+    """Elements of each projection's bias in one decoder layer (0: none)."""
+    q, kv = s.heads * s.head_dim, s.kv_heads * s.head_dim
+    qkv = {"q": q, "k": kv, "v": kv} if s.attn_bias else dict.fromkeys(("q", "k", "v"), 0)
+    mlp_b = {"gate": s.ffn, "up": s.ffn, "down": s.h} if s.mlp_bias else dict.fromkeys(("gate", "up", "down"), 0)
+    return {**qkv, "o": s.h if s.o_bias else 0, **mlp_b}
+
+
+def layer_forward(t, i: int, s, spec, opts: Options) -> None:
+    """Layer i's forward from its input ("layer input", n·h in the residual stream's dtype) to the
+    last tensor it keeps for backward (where a checkpointed recompute stops); these modules apply
+    no dropout. What stays live is what the layer keeps: two RMSNorms (`rmsnorm_forward`), q and
+    k after RoPE and v (SDPA: as they are, with its output and an fp32 logsumexp per head and
+    token, 4·B·a·S: linear in S; eager: contiguous copies, k and v repeated to a heads for GQA,
+    with the fp32 softmax 4·B·a·S², its cast p·B·a·S² when p < 4, and the re-laid-out output:
+    quadratic in S), the gated MLP's gate, up, act(gate) and their product (p·n·f each); under
+    autocast also each projection's cast of its input (p·nh) and the compute-dtype copy of each
+    weight matrix (autocast's cache: p per element)."""
+    lt = t.scope(f"layer {i}: ")
+    attention_forward(lt, s, spec)
+    mlp_forward(lt, s, spec)
+
+
+def attention_forward(lt, s, spec) -> None:
+    """A layer's attention half (its input "layer input" to the residual stream after attention,
+    "x2"): the input RMSNorm, q, k, v, RoPE, attention by kind, o and the residual add."""
+    p, B, S, n, mixed, stream = _dims(s, spec)
+    a, g, d, h = s.heads, s.kv_heads, s.head_dim, s.h
+    w = _matrices(s)
+    qe, kve, sq = n * a * d, n * g * d, B * a * S * S
+
+    bias = _biases(s)
+
+    def proj(x: str, out: str, e: int) -> None:
+        if mixed:
+            if bias[x]:  # autocast's cached copy of the bias: not kept, held until autocast exits
+                lt.alloc(f"{x} bias copy", p * bias[x])
+            lt.alloc(f"{x} weight copy", p * w[x])
+            lt.alloc(f"{x} input cast", p * n * h)
+        lt.alloc(out, p * e)
+
+    rmsnorm_forward(lt, "attn norm", "layer input", n, h, p, mixed)
+    proj("q", "q proj", qe)
+    proj("k", "k proj", kve)
+    proj("v", "v proj", kve)
+    rope_forward(lt, "q", qe, p, mixed)
+    rope_forward(lt, "k", kve, p, mixed)
+    lt.free("q proj", "k proj")
+    transients = ["q roped", "k roped"] + (["attn norm: out"] if mixed else [])
+
+    def keep(src: str, name: str) -> None:  # a tensor the forward made is the one backward keeps
+        lt.rename(src, name)
+        if src in transients:
+            transients.remove(src)
+
+    if spec.attn == "sdpa":
+        repeated = explicit_mask(s, spec) and g != a  # with a mask SDPA gets k and v repeated to a heads (repeat_kv)
+        mqa = g == 1 < a  # repeat_kv of one head: broadcast views, no copies (autocast's cast of k makes one)
+        if repeated:
+            if mixed and not mqa:
+                lt.alloc("k repeated fp32", FP32 * qe)
+            elif not mixed:
+                if mqa:
+                    keep("k roped", "k")
+                else:
+                    lt.alloc("k", p * qe)
+            if not mqa:
+                lt.alloc("v", p * qe)
+                transients.append("v proj")
+            if mixed:
+                lt.alloc("k", p * qe)
+        elif mixed:
+            lt.alloc("k", p * kve)
+        else:
+            keep("k roped", "k")
+        if mixed:  # autocast casts the fp32 rotated q and k for SDPA
+            lt.alloc("q", p * qe)
+        else:
+            keep("q roped", "q")
+        if "v proj" not in transients:
+            lt.rename("v proj", "v")
+        if explicit_mask(s, spec):  # the boolean mask made additive in the compute dtype, kept by SDPA
+            lt.alloc("mask fill 0", p)
+            lt.alloc("mask fill -inf", p)
+            lt.alloc("mask", p * B * S * S)
+            lt.free("mask fill 0", "mask fill -inf")
+        lt.alloc("attn out", p * qe)
+        lt.alloc("logsumexp", FP32 * B * a * S)
+        if mixed and repeated and not mqa:
+            lt.free("k repeated fp32")
     else:
-        layer = {
-            **{f"2 norms: {k}": 2 * v for k, v in rmsnorm_saved(n, s.h, p).items()},
-            **attention_saved(B, S, s.h, s.heads, s.kv_heads, s.head_dim, p, spec.attn),
-            **gated_mlp_saved(n, s.ffn, p),
-        }
-        extra = {}
-    head = head_saved(B, S, s.h, s.head_dim, s.V, p)
+        # the batched matmuls want q, kᵀ and v as (B·a)×S×d operands: contiguous copies, where
+        # repeat_kv (GQA) has not made them already; with one sequence (B = 1) views do. With one
+        # k and v head (multi-query) repeat_kv gives broadcast views, copied like the heads of MHA
+        mqa = g == 1 < a
+        gqa, copy = g != a and not mqa, B > 1
+        if mixed and gqa:
+            lt.alloc("k repeated fp32", FP32 * qe)
+        if not mixed and gqa:
+            lt.alloc("k", p * qe)
+        if gqa:
+            lt.alloc("v", p * qe)
+        if mixed:  # autocast casts q and kᵀ (fp32 after RoPE)
+            lt.alloc("k" if gqa else "k cast", p * qe)
+            lt.alloc("q cast", p * qe)
+        if copy:
+            lt.alloc("q", p * qe)
+        else:
+            keep("q cast" if mixed else "q roped", "q")
+        if not gqa:
+            if copy and not (mixed and mqa):  # autocast's cast of broadcast kᵀ is a contiguous copy already
+                lt.alloc("k", p * qe)
+            else:
+                keep("k cast" if mixed else "k roped", "k")
+        lt.alloc("scores", p * sq)
+        if mixed and copy:
+            lt.free("q cast", *(() if gqa or mqa else ("k cast",)))
+        lt.alloc("scores scaled", p * sq)
+        lt.free("scores")
+        lt.alloc("masked", stream * sq)  # the mask is in the residual stream's dtype
+        lt.free("scores scaled")
+        if p != FP32 and not mixed:  # softmax(dtype=fp32) upcasts its input first
+            lt.alloc("masked fp32", FP32 * sq)
+            lt.alloc("softmax fp32", FP32 * sq)
+            lt.free("masked fp32")
+            lt.alloc("softmax", p * sq)
+            lt.free("masked")
+        else:
+            lt.alloc("softmax fp32", FP32 * sq)
+            lt.free("masked")
+            if p != FP32:
+                lt.alloc("softmax", p * sq)
+        transients.append("v proj")
+        if not gqa:
+            if copy:
+                lt.alloc("v", p * qe)
+            else:
+                keep("v proj", "v")
+        lt.alloc("probs·v", p * qe)
+        lt.alloc("attn out", p * qe)
+        lt.free("probs·v")
+        if mixed and gqa:
+            lt.free("k repeated fp32")
     if mixed:
-        head = {k: v for k, v in head.items() if not k.startswith(("final norm", "cos, sin"))}
-        head = {**{f"final norm {k}": v for k, v in rmsnorm_saved_autocast(n, s.h, p, 1).items()},
-                "head weight copy V·h·p": p * s.V * s.h, "cos, sin 2·S·d·4": 2 * S * s.head_dim * FP32, **head}
-    return {**{f"L × {k}": s.L * v for k, v in layer.items()}, **extra, **head}
+        if bias["o"]:
+            lt.alloc("o bias copy", p * bias["o"])
+        lt.alloc("o weight copy", p * w["o"])
+    lt.alloc("o out", p * n * h)
+    lt.free(*transients)
+    lt.alloc("x2", stream * n * h)  # the residual stream after attention
+    lt.free("o out")
+
+
+def mlp_forward(lt, s, spec) -> None:
+    """A layer's MLP half on "x2" to its last kept tensor: the RMSNorm and the gated MLP, then
+    what the layer held beyond its kept tensors is freed (at the residual add, or where a
+    checkpointed recompute stops)."""
+    p, B, S, n, mixed, stream = _dims(s, spec)
+    h, f = s.h, s.ffn
+    w, bias = _matrices(s), _biases(s)
+    rmsnorm_forward(lt, "mlp norm", "x2", n, h, p, mixed)
+    for x in ("gate", "act", "up", "act·up"):
+        if mixed and x in ("gate", "up"):
+            if bias[x]:
+                lt.alloc(f"{x} bias copy", p * bias[x])
+            lt.alloc(f"{x} weight copy", p * w[x])
+            lt.alloc(f"{x} input cast", p * n * h)
+        lt.alloc(x, p * n * f)
+    if mixed:
+        if bias["down"]:
+            lt.alloc("down bias copy", p * bias["down"])
+        lt.alloc("down weight copy", p * w["down"])
+    # what the layer's forward holds past its last kept tensor (freed by then, or when a recompute stops)
+    if mixed:
+        lt.free("mlp norm: out", *(f"{k} bias copy" for k, b in bias.items() if b))
+    elif p != FP32:
+        lt.free("x2")
+
+
+def outside_saved(s, spec, opts: Options) -> dict[str, int]:
+    """Outside the layers: the final RMSNorm (as `rmsnorm_forward` keeps it; under autocast the
+    head's cast of its output and the head's weight copy, V·h·p, instead of the product), RoPE's cos and sin (one row of positions shared by the batch:
+    S·d each, in the compute dtype; fp32 under autocast), the int64 input ids (8n) and the loss
+    (`loss_terms`); with checkpointing the position ids (8S) and, for eager attention, the B×S×S
+    mask in the stream's dtype, which every layer's recompute reads."""
+    p, B, S, n, mixed, stream = _dims(s, spec)
+    u = FP32 * n * s.h
+    out = {"final norm: fp32 input": u, "final norm: 1/rms": FP32 * n}
+    if mixed:
+        out.update({"final norm: normalized": u, "head input cast": p * n * s.h, "head weight copy": p * s.V * s.h})
+    else:
+        out.update({"final norm: normalized": p * n * s.h, "final norm: × weight": p * n * s.h})
+    out.update({"cos": S * s.head_dim * stream, "sin": S * s.head_dim * stream, "input ids": INDEX_BYTES * n})
+    if spec.checkpointing:
+        out["position ids"] = INDEX_BYTES * S
+        if spec.attn == "eager":
+            out["attention mask"] = B * S * S * stream
+        elif explicit_mask(s, spec):  # SDPA's is boolean, one for the batch
+            out["attention mask"] = S * S
+    return out
+
+
+def head_backward(t, s, spec) -> None:
+    """From the logits' gradient ("grad logits") to the last layer's output's ("dy"): the head's
+    backward (its weight's gradient V·h·p_w: the embedding's first one when tied) and the final
+    RMSNorm's."""
+    p, B, S, n, mixed, stream = _dims(s, spec)
+    weight = "embedding" if s.tied else "head"
+    saved = ("head weight copy", "head input cast") if mixed else ("final norm: × weight",)
+    linear_backward(t, weight, s.V * s.h, "final norm: gy", n * s.h, p, mixed, ("grad logits",), cast_input=mixed, saved=saved)
+    dx = rmsnorm_backward(t, "final norm", "final norm: gy", n, s.h, stream, stream, stream == FP32, None)
+    t.rename(dx, "dy")
+
+
+def layer_backward(t, i: int, s, spec, opts: Options) -> None:
+    """Layer i's backward, from the gradient of its output ("dy", the residual stream's) to the
+    gradient of its input (named "dy" again), freeing what the layer kept as its last user does;
+    with checkpointing it starts with the recompute (`layer_forward`) as soon as backward needs
+    a kept tensor."""
+    p, B, S, n, mixed, stream = _dims(s, spec)
+    lt = t.scope(f"layer {i}: ")
+    if mixed:  # the residual add hands dy to the MLP, cast to the MLP's dtype under autocast
+        lt.alloc("d mlp out", p * n * s.h)
+    if spec.checkpointing:  # the first kept tensor backward needs starts the recompute
+        layer_forward(t, i, s, spec, opts)
+    mlp_backward(lt, s, spec)
+    attention_backward(lt, i, s, spec)
+
+
+def mlp_backward(lt, s, spec) -> None:
+    """The gated MLP's backward and its RMSNorm's, from dy (kept in the residual stream) to dy
+    with the MLP's input gradient added."""
+    p, B, S, n, mixed, stream = _dims(s, spec)
+    f, h = s.ffn, s.h
+    w, bias = _matrices(s), _biases(s)
+    ck = spec.checkpointing
+
+    def copies(*names):  # autocast: the weight copy and the input cast a projection keeps
+        return tuple(x for k in names for x in (f"{k} weight copy", f"{k} input cast")) if mixed else ()
+
+    linear_backward(lt, "down", w["down"], "d act·up", n * f, p, mixed, ("d mlp out",) if mixed else (), bias=bias["down"],
+                    saved=(("down weight copy",) if mixed else ()) + ("act·up",), recomputed=ck)
+    lt.alloc("d act", p * n * f)
+    lt.alloc("d up", p * n * f)
+    lt.free("d act·up", "up", "act")
+    linear_backward(lt, "up", w["up"], "d mlp norm out", n * h, p, mixed, ("d up",), cast_input=mixed,
+                    bias=bias["up"], saved=copies("up"), recomputed=ck)
+    lt.alloc("d gate", p * n * f)
+    lt.free("d act", "gate")
+    linear_backward(lt, "gate", w["gate"], "dx gate", n * h, p, mixed, ("d gate",), cast_input=mixed, into="d mlp norm out",
+                    bias=bias["gate"], saved=copies("gate") if mixed else ("mlp norm: × weight",), recomputed=ck)
+    rmsnorm_backward(lt, "mlp norm", "d mlp norm out", n, h, stream, stream, stream == FP32, "/dy", spec.checkpointing)
+
+
+
+def attention_backward(lt, i: int, s, spec) -> None:
+    """Layer i's attention backward and its input RMSNorm's, from dy to the gradient of the
+    layer's input (dy again)."""
+    p, B, S, n, mixed, stream = _dims(s, spec)
+    a, g, d, h = s.heads, s.kv_heads, s.head_dim, s.h
+    w, bias = _matrices(s), _biases(s)
+    qe, kve = n * a * d, n * g * d  # elements of q and of k (v)
+    ck = spec.checkpointing
+
+    def copies(*names):  # autocast: the weight copy and the input cast a projection keeps
+        return tuple(x for k in names for x in (f"{k} weight copy", f"{k} input cast")) if mixed else ()
+
+    if mixed:
+        lt.alloc("d attn o", p * n * h)
+    o_saved = (("o weight copy",) if mixed else ()) + (("attn out",) if spec.attn == "eager" else ())
+    linear_backward(lt, "o", w["o"], "d attn out", qe, p, mixed, ("d attn o",) if mixed else (), bias=bias["o"], saved=o_saved,
+                    recomputed=ck)
+    repeated = spec.attn == "eager" or (explicit_mask(s, spec) and g != a)  # k and v went in repeated to a heads
+    if spec.attn == "sdpa":
+        ke = qe if repeated else kve
+        lt.alloc("dq", p * qe)
+        lt.alloc("dk", p * ke)
+        lt.alloc("dv", p * ke)
+        lt.free("d attn out", *(("mask",) if explicit_mask(s, spec) else ()), "k", "q", "v", "logsumexp", "attn out")
+        if mixed:  # back through autocast's casts of the fp32 rotated q and k
+            for x, e in (("dq", qe), ("dk", ke)):
+                lt.alloc(x + " fp32", FP32 * e)
+                lt.free(x)
+                lt.rename(x + " fp32", x)
+        if repeated:  # repeat_kv's backward: the sum over the repeated heads
+            lt.rename("dv", "dv rep")
+            lt.rename("dk", "dk rep")
+            lt.alloc("dv", p * kve)
+            lt.free("dv rep")
+            lt.alloc("dk", (FP32 if mixed else p) * kve)
+            lt.free("dk rep")
+    else:
+        eager_core_backward(lt, B, S, a, g, d, p, mixed)
+    rope_backward(lt, "dk", kve, p, mixed)
+    rope_backward(lt, "dq", qe, p, mixed, last=i == 0 and not spec.checkpointing)
+    mqa = g == 1 < a  # one k and v head: their gradients are laid out as the projections' already
+    if repeated and not mqa:  # the sum over repeated heads is laid out by head: contiguous copy for v_proj
+        lt.alloc("dv contiguous", p * kve)
+        lt.free("dv")
+        lt.rename("dv contiguous", "dv")
+    linear_backward(lt, "v", w["v"], "d attn norm out", n * h, p, mixed, ("dv",), cast_input=mixed,
+                    bias=bias["v"], saved=copies("v"), recomputed=ck)
+    for x, e, into_frees in (("k", kve, ()), ("q", qe, () if mixed else ("attn norm: × weight",))):
+        if mqa and x == "k":
+            lt.rename("dk", "dk contiguous")
+        else:
+            lt.alloc(f"d{x} contiguous", p * e)
+            lt.free(f"d{x}")
+        linear_backward(lt, x, w[x], f"dx {x}", n * h, p, mixed, (f"d{x} contiguous",), cast_input=mixed,
+                        into="d attn norm out", bias=bias[x], saved=copies(x) + into_frees, recomputed=ck)
+    frame = ()  # with checkpointing the layer's kept inputs go with its last recomputed tensor (the shared ones with the first layer's)
+    if spec.checkpointing:
+        shared = ("/cos", "/sin", "/position ids") + (("/attention mask",) if spec.attn == "eager" or explicit_mask(s, spec) else ())
+        frame = (() if stream == FP32 else ("layer input",)) + (shared if i == 0 else ())
+    rmsnorm_backward(lt, "attn norm", "d attn norm out", n, h, stream, stream, stream == FP32, "/dy", spec.checkpointing, frame)
+
+
+def eager_core_backward(lt, B: int, S: int, a: int, g: int, d: int, p: int, mixed: bool) -> None:
+    """Eager attention's core from the gradient of its output ("d attn out") to those of q, k, v
+    ("dq", "dk", "dv"): probs·v and q·kᵀ back through their batched matmuls, the softmax in fp32
+    (4·B·a·S² each for its gradient and its input's, p·B·a·S² for the casts around it), the
+    scaling, and the sum over the heads k and v were repeated to (GQA). Under autocast q and kᵀ
+    were cast from fp32: their gradients go back to fp32 (4 per element)."""
+    n, sq = B * S, B * a * S * S
+    qe, kve = n * a * d, n * g * d
+    heads = "d attn out"
+    if B > 1:  # the re-merged output's gradient laid out as (B·a)×S×d again (a view when B = 1)
+        lt.alloc("d heads", p * qe)
+        lt.free("d attn out")
+        heads = "d heads"
+    lt.alloc("dv rep", p * qe)
+    lt.alloc("d probs", p * sq)
+    lt.free(heads, "v")
+    if p != FP32:
+        lt.free("softmax")
+        lt.alloc("d probs fp32", FP32 * sq)
+        lt.free("d probs")
+        lt.rename("d probs fp32", "d probs")
+    lt.alloc("d softmax", FP32 * sq)
+    lt.free("d probs", "softmax fp32")
+    if p != FP32:
+        lt.alloc("d scores", p * sq)
+        lt.free("d softmax")
+        lt.rename("d scores", "d softmax")
+    lt.alloc("d scores scaled", p * sq)
+    lt.free("d softmax")
+    lt.alloc("dk rep", p * qe)
+    lt.alloc("dq", p * qe)
+    lt.free("d scores scaled", "k", "q")
+    pk = FP32 if mixed else p
+    if mixed:
+        for x in ("dq", "dk rep"):
+            lt.alloc(x + " fp32", FP32 * qe)
+            lt.free(x)
+            lt.rename(x + " fp32", x)
+    if g != a:
+        lt.alloc("dv", p * kve)
+        lt.free("dv rep")
+        lt.alloc("dk", pk * kve)
+        lt.free("dk rep")
+    else:
+        lt.rename("dv rep", "dv")
+        lt.rename("dk rep", "dk")
+
+
+def embedding_backward(t, s, spec) -> None:
+    """The embedding's backward: its weight's gradient (V·h·p_w) from the first layer's input
+    gradient ("dy", freed after); a tied embedding has the head's already, and the two are added
+    out of place (V·h·p_w more for a moment)."""
+    p, B, S, n, mixed, stream = _dims(s, spec)
+    if s.tied:  # the head's gradient is the embedding's already: this one is added to it out of place
+        t.alloc("embedding grad", stream * s.V * s.h)
+        t.free("dy")
+        add_into(t, GRAD + "embedding", "embedding grad", stream * s.V * s.h)
+    else:
+        t.alloc(GRAD + "embedding", stream * s.V * s.h)
+        t.free("dy")
+
+
+def forward_end(s, spec) -> dict[str, int]:
+    """Under autocast the head keeps a cast of the final norm's fp32 output; the output itself
+    (4nh) lives until the model's forward returns, past the loss; autocast's cached copies of
+    the biases (p each) live until autocast exits, after the loss, and so do its copies of the
+    weight matrices where checkpointing keeps none of them for backward."""
+    if spec.precision != "mixed":
+        return {}
+    n, p = spec.batch * spec.seq, dtype_bytes(spec.dtype)
+    out = {"final hidden state fp32": FP32 * n * s.h, "L × bias copies": s.L * p * sum(_biases(s).values())}
+    if spec.checkpointing:
+        out["L × weight copies"] = s.L * p * sum(_matrices(s).values())
+    return out
+
+
+TRAINING = Training(layer_forward, outside_saved, head_backward, layer_backward, embedding_backward, forward_end,
+                    activation_gaps, options)

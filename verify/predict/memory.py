@@ -2,20 +2,36 @@
 fake-backend measurements support it. Pure arithmetic on a Shape and a MemorySpec (no torch).
 
 Persistent categories are exact (params, grads, optimizer state, KV cache; buffers as the
-model's family states them). Activations come from the family (verify/families): counted tensor
-by tensor from what autograd saves in the LLaMA family's modules (llama.py: RMSNorm, RoPE, gated
-MLP, no dropout; eager and SDPA attention, pure precision, autocast, checkpointing) and GPT-2's
-(gpt2.py). The peak is the largest of three moments the measurements show (the start of
-backward, the embedding's backward, the foreach optimizer step). A fourth moment is not
-modelled: the backward of the first layer's input norm, with all grads but the embedding's and
-that layer's fp32 temporaries live; it can top the others by a little (Llama-2-70B bf16 SGD,
-S = 4096: the prediction is 0.15 % low). Not covered, and said so by `covered` /
-`peak_covered` rather than guessed: families without derived activation terms (BLOOM, OPT, MoE
-routing, ...), model_types the registry does not cover, the gaps a family names (GPT-2 under
-autocast), and the peak under checkpointing (the recompute inside backward).
+model's family states them). Training is played on a tape (verify/families/tape.py), tensor by
+tensor, in the order the fake backend's trace allocates and frees them: the activations are what
+the forward keeps at the forward/backward boundary (the family's layer and outside terms, the
+loss's); the peak is the highest of the moments the step passes through: the forward's end (the
+logits beside everything kept), the start of backward (the loss's gradients), each layer's
+backward (under checkpointing with its recompute), the embedding's backward and the foreach
+optimizer step. `Prediction.moments` holds each moment's total, `peak_moment` names the highest.
 
-Symbols: n = B·S tokens, h hidden, V vocabulary, p bytes of the compute dtype; fp32 tensors are
-4 bytes whatever p is.
+Training is covered for the families with derived terms: the LLaMA family (llama, mistral with
+its sliding window, qwen2), GPT-2, GPT-BigCode, GPT-J, GPT-NeoX, OPT, BLOOM, Falcon and Mixtral;
+in pure precision (fp32, fp16, bf16) and under autocast over fp32 weights, eager and SDPA
+attention, with and without activation checkpointing, AdamW, Adam, SGD and no optimizer, the
+cross-entropy loss and a sum of the logits, tied and untied heads. Each family names what its
+terms are not derived for (its `gaps`), and `covered` / `peak_covered` say so rather than guess:
+Mixtral outside bf16 pure precision (the fake backend traces its grouped experts in bf16 only)
+or with the auxiliary loss (output_router_logits); eager attention with attention dropout in the
+LLaMA family and Mixtral; BLOOM and GPT-J under SDPA (transformers has none for them), or with
+dropout; GPT-J with an activation other than gelu_new; OPT's eager attention with dropout and
+activations other than ReLU; GPT-NeoX with dropout or activations other than GELU and
+gelu_fast; GPT-BigCode without multi-query attention or with an activation other than a
+one-kernel GELU; Falcon with ALiBi, biases, the sequential block, the fused 3h qkv, dropout or
+another activation. Not covered either: families without derived terms (Phi, Gemma),
+model_types the registry does not cover, and the peak of a generation or a forward.
+
+The terms follow what the fake backend traces on the CPU device: where the CPU's kernels differ
+from CUDA's (SDPA falls back to its math path in fp32 for Falcon's single key/value head, the
+fused CPU kernel elsewhere), the predictor follows the CPU's.
+
+Symbols: n = B·S tokens, h hidden, V vocabulary, p bytes of the compute dtype, p_w bytes of a
+stored weight (4 under autocast); fp32 tensors are 4 bytes whatever p is.
 """
 
 from __future__ import annotations
@@ -23,32 +39,59 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from verify.families import FAMILIES, family_of, not_in_registry
-from verify.families.blocks import FP32
+from verify.families.tape import Options, Tape
 from verify.formulas import cuda as C
 from verify.formulas import memory as M
-from verify.units import INDEX_BYTES, dtype_bytes
+from verify.units import FP32, INDEX_BYTES, dtype_bytes
 from verify.formulas.params import exact, total
 
 
-def backward_start(s, spec) -> dict[str, int]:
-    """What the first backward ops add on top of the forward's end: while log_softmax's backward
-    runs, its saved output, the fp32 gradient of the log-probabilities and the fp32 gradient of
-    the logits are all live (4nV each beyond the forward's end); both saved and incoming buffers
-    are freed before the cast to the compute dtype, so later moments are lower."""
+def loss_saved(s, spec) -> dict[str, int]:
+    """What the loss keeps at the forward/backward boundary. Cross-entropy (transformers'
+    ForCausalLMLoss on logits cast to fp32): the fp32 log-probabilities (4nV; the logits
+    themselves are not kept), the labels (padded by one position and shifted: a view of the
+    8·(S+1) padded row when B = 1, a contiguous 8·B·S copy when B > 1), the loss and its total
+    weight (fp32 scalars). A sum of the logits: the sum alone, in the logits' dtype (p)."""
     n = spec.batch * spec.seq
-    return {"grad log-probs 4nV": FP32 * n * s.V, "grad logits fp32 4nV": FP32 * n * s.V}
+    if spec.loss == "sum":
+        return {"loss": dtype_bytes(spec.dtype)}
+    return {"log-probs": FP32 * n * s.V, "labels": INDEX_BYTES * (spec.seq + 1 if spec.batch == 1 else n),
+            "loss": FP32, "total weight": FP32}
 
 
-def embedding_backward(s, spec) -> dict[str, int]:
-    """The last backward op, when every other grad exists. Untied: the embedding's grad is the
-    last of the grads and the gradient flowing into it (p·nh) is still held. Tied: the
-    embedding's V×h grad arrives beside the head's and AccumulateGrad adds the two out of place
-    (two more V·h·p_w; the incoming gradient is gone by then)."""
-    p = dtype_bytes(spec.dtype)
-    pw = FP32 if spec.precision == "mixed" else p
-    if s.tied:
-        return {"embedding grad V·h·p_w": pw * s.V * s.h, "out-of-place sum V·h·p_w": pw * s.V * s.h}
-    return {"grad of the embedding output p·nh": p * spec.batch * spec.seq * s.h}
+def logits_transient(s, spec) -> dict[str, int]:
+    """What the forward's end holds for a moment beside what it keeps: the logits (p·nV) and,
+    for cross-entropy, their fp32 copy (4nV; none when p = 4) and the padded labels
+    (8·B·(S+1), when B > 1: with B = 1 the labels are a view of them)."""
+    p, B, S = dtype_bytes(spec.dtype), spec.batch, spec.seq
+    out = {"logits": p * B * S * s.V}
+    if spec.loss == "ce":
+        if p != FP32:
+            out["logits fp32"] = FP32 * B * S * s.V
+        if B > 1:
+            out["padded labels"] = INDEX_BYTES * B * (S + 1)
+    return out
+
+
+def loss_backward(t: Tape, s, spec) -> None:
+    """From the loss to the logits' gradient ("grad logits"). Cross-entropy: the gradient of the
+    log-probabilities and of the fp32 logits (4nV each, both live for a moment: the start of
+    backward), then the cast to the logits' dtype (p·nV). A sum: the gradient of every logit is a
+    broadcast view of one scalar (no bytes)."""
+    p, n = dtype_bytes(spec.dtype), spec.batch * spec.seq
+    t.alloc("grad loss", FP32 if spec.loss == "ce" else p)
+    if spec.loss == "sum":
+        t.alloc("grad logits", 0)
+        return
+    t.alloc("grad log-probs", FP32 * n * s.V)
+    t.free("labels", "total weight")
+    t.alloc("grad logits fp32", FP32 * n * s.V)
+    t.free("grad log-probs", "log-probs")
+    if p == FP32:
+        t.rename("grad logits fp32", "grad logits")
+    else:
+        t.alloc("grad logits", p * n * s.V)
+        t.free("grad logits fp32")
 
 
 def optimizer_transient(N: int, p: int, optimizer: str, shapes: list[tuple[int, ...]] | None = None) -> dict[str, int]:
@@ -87,25 +130,97 @@ def optimizer_transient(N: int, p: int, optimizer: str, shapes: list[tuple[int, 
     return {"1-D var estimates n·p": vectors, "matrix var estimates n·p": matrices, "row_var means p per matrix": means}
 
 
-def covered(s, spec) -> str | None:
-    """None if the predictor covers this run; otherwise why not (one line)."""
+def layer_stretch(i: int, L: int, checkpointing: bool) -> str:
+    """The name of the moment layer i's backward is part of."""
+    where = "last layer's" if i == L - 1 else "first layer's" if i == 0 else "middle layers'"
+    return f"{where} recompute and backward" if checkpointing else f"{where} backward"
+
+
+def train_tape(s, spec, state: int, N: int, opts: Options) -> Tape:
+    """The training step of `spec` played on a tape from the forward/backward boundary to the
+    optimizer step: `state` bytes of params, buffers and optimizer state throughout, the family's
+    and the loss's tensors at the boundary (with checkpointing each layer keeps its input and the
+    CPU RNG state alone, and its backward starts by making again what it kept), the logits at the forward's end, then
+    the loss's, head's, layers', embedding's backward and the foreach step. Its `highest` holds
+    the moments of the peak."""
+    tr = family_of(s.model_type).training
+    p = dtype_bytes(spec.dtype)
+    layer = layer_saved(s, spec, opts)
+    t = Tape({"state": state}, stretch="forward end")
+    for i in range(s.L):
+        kept = checkpointed(s, spec) if spec.checkpointing else layer
+        for k, v in kept.items():
+            t.alloc(f"layer {i}: {k}", v)
+    for k, v in {**tr.outside_saved(s, spec, opts), **loss_saved(s, spec)}.items():
+        t.alloc(k, v)
+    logits = {**logits_transient(s, spec), **(tr.forward_end(s, spec) if tr.forward_end else {})}
+    for k, v in logits.items():
+        t.alloc(k, v)
+    t.free(*logits)
+    t.enter("start of backward")
+    loss_backward(t, s, spec)
+    tr.head_backward(t, s, spec)
+    for i in reversed(range(s.L)):
+        t.enter(layer_stretch(i, s.L, spec.checkpointing))
+        tr.layer_backward(t, i, s, spec, opts)
+        if spec.checkpointing:
+            t.free(*(k for k in (f"layer {i}: layer input", f"layer {i}: CPU RNG state") if k in t.live))
+    t.enter("embedding backward")
+    tr.embedding_backward(t, s, spec)
+    t.free("grad loss", "loss")
+    if spec.optimizer != "none":
+        t.enter("optimizer step")
+        pw = FP32 if spec.precision == "mixed" else p
+        for k, v in optimizer_transient(N, pw, spec.optimizer).items():
+            t.alloc(k, v)
+    return t
+
+
+def checkpointed(s, spec) -> dict[str, int]:
+    """What a checkpointed layer keeps from its forward to its recompute: its input (n·h in the
+    residual stream's dtype) and the CPU RNG state torch.utils.checkpoint saves to replay it (host
+    memory on a GPU: add_gpu_terms takes it off)."""
+    stream = FP32 if spec.precision == "mixed" else dtype_bytes(spec.dtype)
+    return {"layer input": spec.batch * spec.seq * s.h * stream, "CPU RNG state": M.CPU_RNG_STATE_BYTES}
+
+
+def layer_saved(s, spec, opts: Options) -> dict[str, int]:
+    """What one decoder layer keeps for backward without checkpointing, tensor by tensor: what its
+    forward (the family's `layer_forward`) leaves live, its input aside (kept, where it is, by
+    the layer's first norm)."""
+    n = spec.batch * spec.seq
+    stream = FP32 if spec.precision == "mixed" else dtype_bytes(spec.dtype)
+    t = Tape({"layer 0: layer input": n * s.h * stream})
+    family_of(s.model_type).training.layer_forward(t, 0, s, spec, opts)
+    return {k.removeprefix("layer 0: "): v for k, v in t.live.items() if k != "layer 0: layer input"}
+
+
+def activations(s, spec, opts: Options) -> dict[str, int]:
+    """Bytes live at the forward/backward boundary beyond the persistent state (training): each
+    layer's kept tensors (with checkpointing its input alone, n·h in the residual stream's
+    dtype), the family's others and the loss's."""
+    tr = family_of(s.model_type).training
+    layer = checkpointed(s, spec) if spec.checkpointing else layer_saved(s, spec, opts)
+    return {**{f"L × {k}": s.L * v for k, v in layer.items()}, **tr.outside_saved(s, spec, opts), **loss_saved(s, spec)}
+
+
+def covered(s, spec, opts: Options = Options()) -> str | None:
+    """None if the predictor covers this run (with the config's `opts`: dropout, activation);
+    otherwise why not (one line)."""
     family = family_of(s.model_type)
     if family is None:
         return not_in_registry(s.model_type)
-    if family.activations is None:
-        derived = " and ".join(f"{f.label} ({', '.join(f.model_types)})" if len(f.model_types) > 1 else f.label
-                               for f in FAMILIES if f.activations)
-        return f"activations are derived for {derived}, not {s.model_type}"
-    return family.activation_gaps(s, spec) if family.activation_gaps else None
+    if family.training is None:
+        derived = ", ".join(f.label for f in FAMILIES if f.training)
+        return f"training terms are derived for {derived}; not for {family.label} ({s.model_type})"
+    return family.training.gaps(s, spec, opts) if family.training.gaps else None
 
 
-def peak_covered(s, spec) -> str | None:
+def peak_covered(s, spec, opts: Options = Options()) -> str | None:
     """None if the predictor also gives the peak; otherwise why not."""
-    if spec.mode == "train" and spec.checkpointing:
-        return "the peak under checkpointing (recompute inside backward) is not derived"
     if spec.mode != "train":
         return f"the {spec.mode} peak beyond the persistent terms is not derived"
-    return covered(s, spec)
+    return covered(s, spec, opts)
 
 
 @dataclass
@@ -126,32 +241,27 @@ class Prediction:
         return total(self.terms[category]) if category in self.terms else None
 
 
-def predict(s, spec, T: int, dropout: tuple[float, float, float] = (0.1, 0.1, 0.1)) -> Prediction:
+def predict(s, spec, T: int, opts: Options = Options()) -> Prediction:
     """The Prediction for the run `spec` on Shape `s`; T = parameter tensors (Adam's step counters);
-    dropout = GPT-2's (embedding, attention, residual) probabilities (its config's embd_pdrop,
-    attn_pdrop, resid_pdrop). Activation and peak terms only where `covered` / `peak_covered` is
-    None; a model_type the registry does not cover has no closed form (ValueError)."""
+    opts = what the config says beyond the Shape (`options_of`: dropout, activation; none and the
+    default by default). Activation and peak terms only where `covered` / `peak_covered` is None;
+    a model_type the registry does not cover has no closed form (ValueError)."""
     family = family_of(s.model_type)
     N = total(exact(s))
     p = dtype_bytes(spec.dtype)
     pw = FP32 if spec.precision == "mixed" else p
     B, S = spec.batch, spec.seq
     out = Prediction(terms={"params": M.weights(N, pw), "buffers": family.buffers(s, pw)},
-                     not_covered=covered(s, spec), peak_not_covered=peak_covered(s, spec))
+                     not_covered=covered(s, spec, opts), peak_not_covered=peak_covered(s, spec, opts))
     terms = out.terms
     if spec.mode == "train":
         terms["grads"] = M.gradients(N, pw)
-        terms["optimizer"] = M.optimizer_state(N, T, pw, spec.optimizer)
+        terms["optimizer"] = {} if spec.optimizer == "none" else M.optimizer_state(N, T, pw, spec.optimizer)
         if out.not_covered is None:
-            terms["activations"] = family.activations(s, spec, dropout)
+            terms["activations"] = activations(s, spec, opts)
         if out.peak_not_covered is None:
             state = out.total("params") + out.total("buffers") + out.total("optimizer")
-            ids = INDEX_BYTES * B * S
-            out.moments = {
-                "start of backward": state + out.total("activations") + total(backward_start(s, spec)),
-                "embedding backward": state + out.total("grads") + ids + total(embedding_backward(s, spec)),
-                "optimizer step": state + out.total("grads") + total(optimizer_transient(N, pw, spec.optimizer)) + ids,
-            }
+            out.moments = dict(train_tape(s, spec, state, N, opts).highest)
     elif spec.mode == "generate":
         T_kv = M.cached_positions(S, spec.new_tokens)
         if s.sliding_window and spec.new_tokens > 1:  # once decoding starts the cache keeps the last W positions
@@ -169,32 +279,58 @@ def predict(s, spec, T: int, dropout: tuple[float, float, float] = (0.1, 0.1, 0.
 def add_gpu_terms(pred: Prediction, s, spec) -> None:
     """Add to each training moment what `torch.cuda.max_memory_allocated` counts beyond the traced
     tensors, as verify/formulas/cuda.py derives it (the fake backend books the same terms op by op):
-    the cuBLAS workspaces of the main and the autograd thread, at every moment; LayerNorm's fp32
-    statistics in half precision while the forward's saved tensors live (the start of backward);
-    less Adam's step counters, which live in host memory on a GPU. The allocator's 512-byte
+    the cuBLAS workspaces of the main and the autograd thread, at every moment; less Adam's step
+    counters, host-resident on a GPU; and, for the layers whose saved tensors are still live at a
+    moment (all of them until the last layer's backward, all but the last through the middle
+    layers', one through the first layer's), LayerNorm's fp32 statistics in half precision and,
+    less, checkpointing's CPU RNG states (host memory on a GPU). The allocator's 512-byte
     rounding (a few hundred KB at most over a step's live tensors) is not predicted."""
-    steps = pred.terms["optimizer"].get("step 4·T", 0) // M.STEP_BYTES  # Adam's step counters: host-resident on a GPU
+    steps = pred.terms["optimizer"].get("step 4·T", 0) // M.STEP_BYTES
     gpu = C.ARCHS[spec.gpu_arch]
-    workspaces = {**C.blas_workspaces(gpu.sm[0], threads=2), **(C.host_optimizer_scalars(steps) if steps else {})}
-    layernorms = s.L * s.norms_per_layer + int(bool(s.final_norm)) + int(bool(s.embed_norm)) if s.norm == "layernorm" else 0
+    always = {**C.blas_workspaces(gpu.sm[0], threads=2), **(C.host_optimizer_scalars(steps) if steps else {})}
+    per_layer = s.norms_per_layer if s.norm == "layernorm" else 0
+    outside = int(bool(s.final_norm)) + int(bool(s.embed_norm)) if s.norm == "layernorm" else 0
     p = dtype_bytes(spec.dtype) if spec.precision == "pure" else FP32  # autocast runs layer_norm in fp32
-    stats = C.layernorm_stats(spec.batch * spec.seq, p, layernorms)
-    for moment in pred.moments:
-        pred.moments[moment] += total(workspaces) + (total(stats) if moment == "start of backward" else 0)
-    peak = max(pred.moments, key=pred.moments.get)
-    pred.cuda_terms = {**workspaces, **(stats if peak == "start of backward" and total(stats) else {})}
+
+    def live_terms(layers: int, norms_outside: int) -> dict[str, int]:
+        terms = C.layernorm_stats(spec.batch * spec.seq, p, layers * per_layer + norms_outside)
+        if spec.checkpointing:
+            terms[f"CPU RNG states of {layers} checkpointed layers, host memory on a GPU"] = -layers * M.CPU_RNG_STATE_BYTES
+        return {k: v for k, v in terms.items() if v}
+
+    def layers_live(moment: str) -> tuple[int, int]:
+        if moment.startswith("middle layers'"):
+            return s.L - 1, 0
+        if moment.startswith("first layer's"):
+            return 1, 0
+        if moment in ("embedding backward", "optimizer step"):
+            return 0, 0
+        return s.L, outside  # forward end, start of backward, the last layer's backward
+
+    extra = {moment: {**always, **live_terms(*layers_live(moment))} for moment in pred.moments}
+    for moment, terms in extra.items():
+        pred.moments[moment] += total(terms)
+    pred.cuda_terms = extra[max(pred.moments, key=pred.moments.get)]
 
 
 def inputs_for(model: str) -> tuple:
-    """(Shape, T parameter tensors, GPT-2 dropout probabilities) of a bundled model or config path:
-    what `predict` needs besides the spec. T comes from a meta build (no memory)."""
+    """(Shape, T parameter tensors, Options) of a bundled model or config path: what
+    `predict` needs besides the spec. T comes from a meta build (no memory)."""
     from verify.build import build
     from verify.configs import load_config, shape
 
     config = load_config(model)
     T = len(list(build(config, device="meta").parameters()))
-    dropout = tuple(getattr(config, k, 0.0) or 0.0 for k in ("embd_pdrop", "attn_pdrop", "resid_pdrop"))
-    return shape(config), T, dropout
+    return shape(config), T, options_of(config)
+
+
+def options_of(config) -> Options:
+    """What the config says beyond its Shape that the training terms read (dropout, activation),
+    as its family's modules apply it."""
+    family = family_of(config.model_type)
+    if family is not None and family.training is not None and family.training.options is not None:
+        return family.training.options(config)
+    return Options()
 
 
 def prediction_for(spec) -> Prediction:
@@ -204,7 +340,7 @@ def prediction_for(spec) -> Prediction:
 
     from verify.measure.memory import attention_used
 
-    s, T, dropout = inputs_for(spec.model)
+    s, T, opts = inputs_for(spec.model)
     if spec.attn is None:
         spec = replace(spec, attn=attention_used(spec))
-    return predict(s, spec, T, dropout)
+    return predict(s, spec, T, opts)
