@@ -48,6 +48,18 @@ def corrected(ctx: Context, spec: MemorySpec):
     return prediction_for(dataclasses.replace(spec, backend=ctx.backend, gpu_terms=ctx.gpu_terms))
 
 
+def _terms_named(pred) -> str:
+    """The corrected predictor's activation terms by name: per layer, then outside the layers."""
+    names = list(pred.terms.get("activations", {}))
+    per_layer = [k.removeprefix("L × ") for k in names if k.startswith("L × ")]
+    return "per layer " + ", ".join(per_layer) + "; outside the layers " + ", ".join(k for k in names if not k.startswith("L × "))
+
+
+def _peak_named(pred) -> str:
+    """Which of the corrected predictor's moments the peak is, among which."""
+    return f"peak = the highest of its moments ({', '.join(pred.moments)}): here the {pred.peak_moment}"
+
+
 def cmd(ctx: Context, spec: MemorySpec) -> str:
     parts = [f"python -m verify memory {spec.model} --backend {ctx.backend} --mode {spec.mode} --dtype {spec.dtype}",
              f"--batch {spec.batch} --seq {spec.seq} --attn {spec.attn}"]
@@ -226,8 +238,7 @@ def t3(ctx: Context):
                      "fp32 softmax per head, misses the gated MLP's four n·f tensors and RMSNorm's fp32 copies; M_peak "
                      f"{gb(f['M_peak seed'])} against {gb(f['peak measured'])} ({f['M_peak rel_error']:+.0%}); the measured "
                      f"peak is at the {f['peak phase']} phase"),
-        corrected="verify.predict: activations tensor by tensor (norms, attention by kind, MLP, loss); peak = max(start of "
-                  "backward, foreach optimizer step)",
+        corrected="verify.predict.memory: activations tensor by tensor (" + _terms_named(corrected(ctx, main)) + "); " + _peak_named(corrected(ctx, main)),
         corrected_value=f.get("activations corrected"), evidence=evidence, backend=ctx.backend, command=cmd(ctx, main),
     )
 
@@ -253,9 +264,8 @@ def t4(ctx: Context):
                      "SDPA never stores the a·s·s scores, so the as/h terms vanish"),
         inconsistency=(f"the two sides disagree: L(9bshp + bsh + 2abssp + abss + 2bshp) = Lbshp[11 + 1/p + (as/h)(2 + 1/p)], "
                        f"not Lbshp[16 + 2/p + (as/h)(2 + 1/p)]; here {left:,} vs {right:,} bytes"),
-        corrected="verify.predict activations: per layer 2 RMSNorms (4nh + 4n + 2p·nh each), attention (eager: 4·B·a·S² "
-                  "fp32 softmax + p·B·a·S² cast + q, k, v, output; SDPA: q, k, v, output + 4·B·a·S), MLP 4·n·f·p; plus "
-                  "log-probs 4nV",
+        corrected="verify.predict.memory activations, eager: " + _terms_named(corrected(ctx, eager))
+                  + "; SDPA: " + _terms_named(corrected(ctx, sdpa)),
         corrected_value=corrected_eager,
         evidence={"left side": left, "right side": right, "eager measured": re.activations_bytes, "sdpa measured": rs.activations_bytes,
                   "eager rel_error (right side)": rel_error(right, re.activations_bytes),
@@ -314,8 +324,7 @@ def i1(ctx: Context):
                      f"{min(train_ratios):.1f}–{max(train_ratios):.1f} × the model (the weights, grads and Adam state alone are 4×, "
                      f"plus foreach temporaries and activations), generation at {min(gen_ratios):.1f}–{max(gen_ratios):.1f} ×; "
                      "neither multiple is a constant: both grow with batch and sequence"),
-        corrected="verify.predict: training peak = max(start of backward: 16N + activations(B, S) + 8nV, foreach "
-                  "step: 20N); generation: 4N + KV + logits",
+        corrected="verify.predict.memory, the training step's " + _peak_named(corrected(ctx, main)),
         corrected_value=corrected(ctx, main).peak_bytes,
         evidence={"model bytes (fp32)": model_bytes, "ratios": table}, backend=ctx.backend, command=cmd(ctx, main),
     )
