@@ -15,7 +15,7 @@ whose memory can differ and grows the cache through the others.
 
 What a GPU adds (spec.gpu_terms, on by default off the GPU): the trace alone is `traced_peak_bytes`;
 the tracker also books what `torch.cuda.max_memory_allocated` would count on spec.gpu_arch (cuda_ops:
-the allocator's 512-byte rounding, cuBLAS workspaces, LayerNorm's fp32 statistics, the SDPA
+the allocator's 512-byte rounding, cuBLAS workspaces and its copies of strided operands, LayerNorm's fp32 statistics, the SDPA
 kernel CUDA picks, flash and embedding-backward scratch, Adam's host-resident step counters;
 verify/formulas/cuda.py cites the source of each), and `peak_bytes` is the peak of that total,
 `cuda_terms` its terms at that moment. Not modelled: the cuDNN SDPA workspace (cuDNN sizes it at
@@ -256,9 +256,13 @@ def _train_steps(model, spec: MemorySpec, compute: torch.dtype, ids, tracker: Tr
         tracker.snapshot("steady")
         grads["bytes"] = tracker.bytes(Category.GRADS)
 
+    def forward_end(loss):
+        snap = tracker.snapshot("forward_end")
+        if tracker.gpu_ops is not None:
+            snap["cuda_terms"] = tracker.gpu_delta  # what the modelled GPU books beyond the trace then
+
     train_step(model, optimizer, ids, autocast_context(spec.precision, compute, device_type),
-               Hooks(mark=tracker.mark, after_forward=lambda loss: tracker.snapshot("forward_end"), after_step=after_step),
-               loss=spec.loss)
+               Hooks(mark=tracker.mark, after_forward=forward_end, after_step=after_step), loss=spec.loss)
     boundary = tracker.snapshots["forward_end"]
     persistent = sum(boundary.get(c.value, 0) for c in (Category.PARAMS, Category.GRADS, Category.OPTIMIZER, Category.BUFFERS))
     return {
@@ -346,6 +350,11 @@ def cuda_ops(gpu: C.Gpu, notes: dict[str, int]) -> dict:
             threads.add(thread)
             tr.add_term(f"cuBLAS workspace ({thread})", C.cublas_workspace(gpu.sm[0]) + C.cublaslt_workspace(gpu.sm[0]))
 
+    def mm(tr, args, kwargs, out):  # mm(mat1, mat2) / addmm(bias, mat1, mat2): C.cublas_operand_copies
+        matmul(tr, args, kwargs, out)
+        mats = args[:2] if len(args) == 2 else args[1:3]
+        tr.spike(C.cublas_operand_copies([(tuple(t.shape), tuple(t.stride()), t.element_size()) for t in mats]))
+
     def layer_norm(tr, args, kwargs, out):  # C.layernorm_stats
         p = args[0].element_size()
         if p < 4:
@@ -385,7 +394,7 @@ def cuda_ops(gpu: C.Gpu, notes: dict[str, int]) -> dict:
             tr.host(out)
 
     return {
-        aten.mm.default: matmul, aten.addmm.default: matmul, aten.bmm.default: matmul, aten.baddbmm.default: matmul,
+        aten.mm.default: mm, aten.addmm.default: mm, aten.bmm.default: matmul, aten.baddbmm.default: matmul,
         aten.native_layer_norm.default: layer_norm,
         aten._scaled_dot_product_flash_attention_for_cpu.default: sdpa_forward,
         aten._scaled_dot_product_flash_attention_for_cpu_backward.default: sdpa_backward,

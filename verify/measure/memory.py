@@ -90,6 +90,7 @@ class MemoryResult:
     at_peak: dict[str, int] = field(default_factory=dict)  # category -> bytes live at the peak; sums to peak_bytes
     peak_phase: str = ""  # the phase the peak happened in (forward, backward, optimizer, prefill, decode)
     snapshots: dict[str, dict[str, int]] = field(default_factory=dict)  # "forward_end", "steady" -> category bytes then
+    # (fake with gpu_terms: forward_end also has "cuda_terms", the modelled GPU's bytes beyond the trace then)
     traced_peak_bytes: int = 0  # the peak of the traced tensors alone (the tracker's figure, on every backend)
     cuda_terms: dict[str, int] = field(default_factory=dict)  # fake with gpu_terms: what a GPU adds at the peak moment,
     # term -> bytes, summing to peak_bytes - traced_peak_bytes; empty where the GPU itself is measured or gpu_terms is off
