@@ -151,7 +151,8 @@ class Figure:
     cause: str = ""  # why ours differs by more than 2 %, as read in the source's and the libraries' code
     terms: tuple = ()  # (what, bytes) the published run held and ours does not (+), or the reverse (-), per `cause`
     terms_at: str = ""  # "": the terms are added to our compared figure; "forward": to our forward's peak (where the
-    # published run peaks in its forward and ours elsewhere): the traced forward peak + the CUDA terms at the forward's end
+    # published run peaks in its forward and ours elsewhere): the traced forward peak + the CUDA terms at the forward's end;
+    # "weights": to our weights' bytes (where the published run peaks while loading them)
 
     @property
     def published_bytes(self) -> int:
@@ -172,6 +173,10 @@ def catalogue() -> list[Figure]:
         versions="not stated (2023 guide; it converts the model with BetterTransformer to reach SDPA)",
         published_unit="GiB",
     )
+    quant_setup = ("Prompt of 20 tokens, 60 new tokens, greedy, as llmopt-octocoder-bf16. from_pretrained gets no "
+                   "torch_dtype: transformers then loaded bitsandbytes models in fp16 ('Overriding torch_dtype=None with "
+                   "torch_dtype=torch.float16 due to requirements of bitsandbytes'), so embeddings, norms and the tied "
+                   "output head are fp16, and device_map defaults to the current GPU.")
     peft_ft = dict(model="llama3.2-3b", mode="train", dtype="bf16", precision="pure", optimizer="adamw", batch=4,
                    seq=768, attn="sdpa", checkpointing=False, gpu_arch="sm89")  # L40S
     neox = dict(model="pythia-410m", dtype="fp16", precision="pure", gpu_arch="sm86")  # RTX 3080 Ti
@@ -241,8 +246,24 @@ def catalogue() -> list[Figure]:
             published="15.219234466552734",
             covers="peak of loading octocoder with load_in_8bit=True and generating 60 tokens from the 20-token prompt",
             compare="peak",
-            spec={**octocoder, "dtype": "int8"},
-            needs="8-bit weights (bitsandbytes LLM.int8 through load_in_8bit=True)",
+            spec={**octocoder, "dtype": "fp16", "quant": "int8"},
+            setup=quant_setup + " load_in_8bit=True: LLM.int8 weights (int8 + an fp32 scale per row), threshold 6.0.",
+            cause=("The figure is the peak of loading, not of generation (flush() resets the peak before "
+                   "from_pretrained). bitsandbytes of the guide's time (before 0.45; read in stored copies of "
+                   "nn/modules.py) quantizes each weight as it is loaded: Int8Params.cuda makes an fp16 copy on the "
+                   "GPU, B = self.data.contiguous().half().cuda(device), then double_quant(B) returns the int8 CB and "
+                   "its transpose CBt, deleted only after; ours (bitsandbytes 0.50.2, int8_vectorwise_quant) makes no "
+                   "CBt, and the fake backend traces generation only. transformers' loader reads each shard's tensors "
+                   "in sorted order and the last shard ends with layer 39, so the last quantized weight loaded is "
+                   "transformer.h.39.mlp.c_proj.weight (6144 × 24576; assumed: the checkpoint's index is not in the "
+                   "stored corpus), loaded with every other weight in place but ln_f (24 KiB), before dispatch_model "
+                   "moves the 64 MiB mask buffer. The terms are added to our weights' bytes (params with their "
+                   "quantization state, exact). In generation the guide's bitsandbytes also converted each int8 "
+                   "weight to the col_ampere layout at the first forward (F.transform, one more copy until the "
+                   "layer's forward returns): ours + that copy, 16.11 GB, stays below the loading peak."),
+            terms=(("fp16 copy of the last weight loaded, 6144·24576·2", 301_989_888),
+                   ("its transposed int8 copy CBt from double_quant, 6144·24576", 150_994_944)),
+            terms_at="weights",
             **llmopt_common,
         ),
         Figure(
@@ -253,8 +274,18 @@ def catalogue() -> list[Figure]:
             published="9.543574333190918",
             covers="peak of loading octocoder with load_in_4bit=True and generating 60 tokens from the 20-token prompt",
             compare="peak",
-            spec={**octocoder, "dtype": "int4"},
-            needs="4-bit weights (bitsandbytes through load_in_4bit=True, its default quantization type)",
+            spec={**octocoder, "dtype": "fp16", "quant": "fp4"},
+            setup=quant_setup + " load_in_4bit=True with BitsAndBytesConfig's defaults, then as now: FP4, blocks of "
+                                "64 with fp32 absmax, no double quantization, compute dtype fp32 (Linear4bit casts "
+                                "its input to fp32 and its output back to fp16).",
+            cause=("bitsandbytes of the guide's time (before the gemm_4bit op; read in stored copies of "
+                   "autograd/_functions.py) ran a prompt of more than one row through MatMul4Bit: "
+                   "F.dequantize_4bit(B, quant_state).to(A.dtype), the weight dequantized to the dtype it was "
+                   "quantized from (fp16) and then copied to the fp32 compute dtype, both alive at the copy; "
+                   "bitsandbytes 0.50.2 (ours) dequantizes straight to fp32 (_dequant_linear_fallback). At the "
+                   "prefill's MLP weights (24576 × 6144), where our peak is, that is one fp16 copy more. Loading "
+                   "(an fp16 copy of one weight beside the 4-bit ones) peaks lower than the prefill."),
+            terms=(("the fp16 dequantized copy beside the fp32 one, 24576·6144·2", 301_989_888),),
             **llmopt_common,
         ),
         Figure(
@@ -500,6 +531,8 @@ def reproduce(fig: Figure) -> dict:
     base = ours
     if fig.terms_at == "forward":
         base = result.phases["forward"] + result.snapshots.get("forward_end", {}).get("cuda_terms", 0)
+    elif fig.terms_at == "weights":
+        base = result.params_bytes
     explained = base + sum(b for _, b in fig.terms)
     return {**row, "status": "reproduced", "ours_bytes": ours, "rel_error": rel_error(ours, fig.published_bytes),
             "ours_plus_terms_bytes": explained if fig.terms else None,
@@ -572,7 +605,9 @@ def explanation(row: dict) -> str:
     after = row.get("rel_error_after_terms")
     if after is None:
         return row["cause"]
-    base = "Ours" if row.get("terms_at", "") == "" else f"Our {row['terms_at']}'s peak ({_size(row['terms_added_to_bytes'])})"
+    at = row.get("terms_at", "")
+    base = {"": "Ours", "forward": "Our forward's peak", "weights": "Our weights"}[at]
+    base += f" ({_size(row['terms_added_to_bytes'])})" if at else ""
     return row["cause"] + f" {base} + the terms: {_size(row['ours_plus_terms_bytes'])}, {fmt_rel(after)}."
 
 

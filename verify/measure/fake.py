@@ -37,7 +37,7 @@ import torch
 from verify.formulas import cuda as C
 from verify.formulas.params import total
 from verify.measure.memory import Category, MemoryResult, MemorySpec
-from verify.measure.quant import bitsandbytes, bnb_state_tensors, cuda_bnb
+from verify.measure.quant import as_on_cuda, bitsandbytes, bnb_state_tensors, cuda_bnb
 from verify.measure.steps import (Hooks, autocast_context, cache_tensors, forward_step, generate_greedy, generate_hf, prepare_training,
                                   train_step)
 from verify.measure.tracker import Tracker
@@ -75,17 +75,19 @@ def run(spec: MemorySpec, device: str = "fake", config=None, tracker: Tracker | 
     config = config if config is not None else load_config(spec.model)
     compute = torch_dtype(spec.dtype)
     lora = spec.mode == "lora"
+    quant = spec.quant != "none"  # a LoRA base or inference weights quantized by bitsandbytes
     weights = compute if lora else weight_dtype(spec.dtype, spec.precision)  # a frozen LoRA base needs no fp32 master copy
     if device == "fake" and shape(config).experts > 1 and weights != torch.bfloat16:
         raise TraceError(f"{spec.model}: MoE experts run torch grouped_mm, whose fake-tensor kernel takes bf16 only; "
                          "use --dtype bf16 --precision pure")
-    if lora or spec.optimizer == "adamw-8bit":
+    if lora or quant or spec.optimizer == "adamw-8bit":
         bitsandbytes()  # imported now: its module-level lookup tables must be real tensors, made outside the trace
     mode = fake_mode() if device == "fake" else contextlib.nullcontext()
     t0 = time.perf_counter()
     try:
         model = build(config, device=device, dtype=weights, attn=spec.attn, fake_mode=mode if device == "fake" else None,
-                      lora=LoraSettings(spec.lora_rank, spec.lora_targets, spec.quant) if lora else None)
+                      lora=LoraSettings(spec.lora_rank, spec.lora_targets, spec.quant) if lora else None,
+                      quant="none" if lora else spec.quant)
     except ValueError as e:
         if "attention implementation" in str(e):
             raise TraceError(f"{spec.model}: transformers has no {spec.attn} attention for {config.model_type}; use --attn eager") from e
@@ -93,7 +95,9 @@ def run(spec: MemorySpec, device: str = "fake", config=None, tracker: Tracker | 
     try:
         t_build = time.perf_counter() - t0
         kernels = contextlib.nullcontext() if device == "cuda" else CudaKernelChoices()
-        bnb_kernels = cuda_bnb() if lora and spec.quant != "none" and device != "cuda" else contextlib.nullcontext()
+        bnb_kernels = cuda_bnb() if quant and device != "cuda" else contextlib.nullcontext()
+        if quant and device != "cuda":
+            as_on_cuda(model)
         tracker = tracker if tracker is not None else Tracker()
         gpu = spec.gpu_terms and device == "fake"  # real CPU and GPU runs measure, not model
         arch = C.ARCHS[spec.gpu_arch]
@@ -103,7 +107,7 @@ def run(spec: MemorySpec, device: str = "fake", config=None, tracker: Tracker | 
         with mode, _as_real_runs(device), kernels, tracker, bnb_kernels:
             tracker.add(list(model.buffers()), Category.BUFFERS)
             tracker.add(list(model.parameters()), Category.PARAMS)
-            quant_state = bnb_state_tensors(model) if lora and spec.quant != "none" else []
+            quant_state = bnb_state_tensors(model) if quant else []
             tracker.add(quant_state, Category.PARAMS)  # absmax, codes, scales: storage of the quantized weights
             ids = torch.randint(0, config.vocab_size, (spec.batch, spec.seq), dtype=torch.long,
                                 device=next(model.parameters()).device)

@@ -16,7 +16,8 @@ from verify.units import DEFAULT_PRECISION, DTYPE_NAMES, PRECISIONS
 MODES = ("train", "generate", "forward", "lora")
 OPTIMIZERS = ("adamw", "adam", "sgd", "none")  # every backend, sharded runs (verify shard) included
 MEMORY_OPTIMIZERS = OPTIMIZERS + ("adamw-fused", "adamw-8bit", "adafactor", "sgd-momentum")  # single-device runs
-QUANTS = ("none", "int8", "nf4", "nf4-nodq")  # the frozen base of --mode lora: as built, or bitsandbytes int8 / NF4
+QUANTS = ("none", "int8", "nf4", "nf4-nodq", "fp4")  # the frozen base of --mode lora, or the weights of --mode generate /
+# forward: as built, or bitsandbytes int8 / NF4 / FP4 (quant.BNB_QUANTS)
 LOSSES = ("ce", "sum")
 ATTNS = ("eager", "sdpa", "flash")
 BACKENDS = ("fake", "cpu", "cuda")
@@ -61,8 +62,9 @@ class MemorySpec:
     lora_rank: int = 8  # r of every LoRA adapter (mode "lora")
     lora_targets: str = ""  # mode "lora": "" = peft's default target modules for the model type, "all-linear",
     # or comma-separated module names (q_proj,v_proj)
-    quant: str = "none"  # mode "lora": the frozen base as built (none) or quantized by bitsandbytes: int8 | nf4
-    # (NF4 with double quantization, as QLoRA) | nf4-nodq (NF4, fp32 absmax)
+    quant: str = "none"  # modes "lora" (the frozen base), "generate" and "forward" (the weights): as built (none) or
+    # quantized by bitsandbytes: int8 | nf4 (NF4 with double quantization, as QLoRA) | nf4-nodq (NF4, fp32 absmax) |
+    # fp4 (load_in_4bit=True as transformers defaults it: FP4, fp32 absmax, compute in fp32)
     cache: str = "dynamic"  # generate mode: "dynamic" (DynamicCache, S + t positions at step t) or "static"
     # (StaticCache that generate() preallocates to S + N - 1 positions)
 
@@ -143,8 +145,13 @@ def validate(spec: MemorySpec, shape) -> None:
         (spec.quant in QUANTS, f"quant {spec.quant!r} is not one of {', '.join(QUANTS)}"),
         (spec.lora_rank > 0, f"lora-rank must be positive, got {spec.lora_rank}"),
         (
-            spec.mode == "lora" or (spec.quant == "none" and spec.lora_rank == 8 and not spec.lora_targets),
-            "--quant, --lora-rank and --lora-targets apply to --mode lora",
+            spec.mode == "lora" or (spec.lora_rank == 8 and not spec.lora_targets),
+            "--lora-rank and --lora-targets apply to --mode lora",
+        ),
+        (
+            spec.mode != "train" or spec.quant == "none",
+            "--quant applies to --mode lora (a quantized frozen base), generate and forward (quantized weights); "
+            "bitsandbytes weights are not trained in full",
         ),
     ]
     raise_first(checks)
