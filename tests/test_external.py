@@ -129,3 +129,15 @@ def test_terms_at_forward_are_added_to_our_forwards_peak_with_its_cuda_terms():
     assert result.snapshots["forward_end"]["cuda_terms"] > 0
     assert row["terms_added_to_bytes"] == forward and row["ours_plus_terms_bytes"] == forward + 1
     assert row["ours_bytes"] == result.peak_bytes
+
+
+def test_the_neox_generation_terms_are_the_closed_forms_of_the_first_decode_step():
+    """Buffers (mask, fp16 rotary caches, two scalars at 512), the cuBLAS workspace, the prefill's
+    presents (fp16 key + the qkv output a value view keeps), its fp16 logits, and the first decode
+    step's concatenated cache of S + 1 positions."""
+    terms = [b for _, b in external.neox_generate_terms(4, 1024)]
+    assert terms[0] == 24 * (2048 * 2048 + 2 * 2048 * 16 * 2 + 1024) == 103_833_600
+    assert terms[1] == 8_519_680
+    assert terms[2] == 24 * 4096 * 1024 * (2 + 6)
+    assert terms[3] == 4096 * 50_304 * 2
+    assert terms[4] == 2 * 24 * 4 * 1025 * 1024 * 2

@@ -40,16 +40,15 @@ TRAIN_BENCH = ("optimum's tests/benchmark/benchmark_bettertransformer_training_m
                "benchmark_common.timing_cuda: reset_peak_memory_stats, 100 × (model.zero_grad(); outputs = "
                "model(**inputs); loss = outputs.logits.sum(); loss.backward()), max_memory_allocated(device) * 1e-6; "
                "no optimizer")
-FORWARD_BENCH = ("The 'Inference' tables are not generations: the figures fit a plain forward of the prompt repeated "
-                 "50 times as `_ = model(input_ids, masks)` (the inference script's path without --is_decoder), "
-                 "where the previous call's output (fp16 logits of every position and the KV cache) is still held "
-                 "by `_` while the next call runs. With transformers 4.42's GPT-NeoX (per layer a causal-mask buffer "
-                 "of 2048² bools and fp16 rotary caches: 103,833,600 bytes per model) and the 8,519,680-byte cuBLAS "
-                 "workspace of a pre-Hopper GPU (aten/src/ATen/cuda/CublasHandlePool.cpp), weights 810,668,032 + "
-                 "buffers + workspace + 2 × (logits B·S·50,304·2 + KV cache 24·2·B·S·1024·2) gives 2,552.51 MB at "
-                 "batch 4, seq 1024 (+0.25 % from the table). The generation path (--is_decoder) cannot reach these "
-                 "figures: transformers 4.42's generate frees each step's outputs before the next (`del outputs` in "
-                 "GenerationMixin._sample), so it never holds two copies of the prompt's logits and cache")
+INFER_BENCH = ("The 'Inference' table's script (a stored copy adapted from fxmarty's gist 5113e430, whose repository the "
+               "index does not name; its columns and 'Per token latency' = time / max_token are the table's) loads "
+               "the model with torch_dtype=float16, then hf_model.to(torch.float16), which also casts the rotary "
+               "caches; it runs under torch.inference_mode() a warm-up and 50 timed calls after "
+               "reset_peak_memory_stats. The latencies say which path: 11.3 ms per token at batch 4, seq 1024 is "
+               "generate() of max_token = 100 tokens (min_new_tokens 100, greedy, use_cache), not one forward of "
+               "4096 tokens (about 0.6 ms per token). Inputs: torch.randint ids and a mask of ones with mask[0, 0] = 0, "
+               "None at batch 1")
+
 
 
 def neox_train_terms(B: int, S: int, attn: str) -> tuple[tuple[str, int], ...]:
@@ -128,6 +127,41 @@ NEOX_TRAIN_CAUSE = (
     "benchmark's loop (reports/external/neox_442_trace.py), gives {check} MB; over the table's 27 training cells it is "
     "within 0.03 % on 16 and 0.13 % to 1.54 % low on the 11 others, at B·S <= 512 or eager B·S = 2048 (10 to 30 MB "
     "missing there: cause not established; reports/external/neox_442_trace.md).")
+
+
+def neox_generate_terms(B: int, S: int) -> tuple[tuple[str, int], ...]:
+    """What the GPT-NeoX inference benchmark (INFER_BENCH) holds beyond the weights at its peak, the
+    end of the first decode step, with transformers of the doc's pull request #31031 (May 2024):
+    the fp16 model (L = 24, h = 1024, V = 50,304, 2048 positions, rotary on 16 of 64 dimensions),
+    as bytes the caching allocator books."""
+    L, h, V, P, d_r = 24, 1024, 50_304, 2048, 16
+    T = B * S
+    return (("per-layer buffers of transformers 4.42's GPTNeoXAttention: the causal mask `bias` 2048² bools, fp16 "
+             "cos/sin caches 2·2048·16·2 (cast by .to(float16)), inv_freq and masked_bias (512 each)",
+             L * (P * P + 2 * P * d_r * 2 + 512 + 512)),
+            ("the cuBLAS workspace of a pre-Hopper GPU (verify/formulas/cuda.py cublas_workspace(8))", 8_519_680),
+            ("the prefill's presents, still referenced: per layer the fp16 key B·S·h·2 and the value, a view that "
+             "keeps the fused qkv output B·S·3h·2", L * (T * h * 2 + T * 3 * h * 2)),
+            ("the prefill's fp16 logits of every position, B·S·V·2, held by `outputs` through the first decode "
+             "step (no `del outputs` in _sample yet)", T * V * 2),
+            ("the first decode step's cache: the legacy tuple cache concatenates into new tensors, "
+             "2·L·B·(S + 1)·h·2", 2 * L * B * (S + 1) * h * 2))
+
+
+NEOX_INFER_CAUSE = (
+    "The table's figures are generations with transformers as of the pull request, which holds at the first decode "
+    "step what transformers 5.23's generate() no longer holds. (1) GenerationMixin._sample kept `outputs` (the "
+    "prefill's logits of every position, fp16) until the next step's forward returned (transformers 4.41.2's "
+    "_sample: next_token_logits = outputs.logits[:, -1, :], a view, and no `del outputs`; 4.42.4 clones the last "
+    "position and deletes `outputs`, because outputs.logits 'may be very large for first iteration'); 5.23 computes the prefill's logits for the last "
+    "position only (logits_to_keep). (2) 4.42's GPT-NeoX returns tuple presents: the value a view of the fused qkv "
+    "output, so the prefill keeps B·S·3h·2 per layer for its values, and each decode step torch.cat's the cache into "
+    "new tensors while the previous ones are still referenced. (3) Per-layer mask buffers (modeling_gpt_neox.py, "
+    "GPTNeoXAttention._init_bias). Ours traces 5.23's generation (its peak is the prefill's). The sum of the terms "
+    "over our weights' bytes gives {check}; the same sum at the 'Inference' table's 15 SDPA cells is within 0.11 % "
+    "on 10 and 0.36 % to 1.06 % low on the 5 with B·S of 256 or 512 (4 to 12 MB missing there: not established). "
+    "An earlier reading as 50 repeated forwards with the previous output alive "
+    "does not hold: with the values' qkv storage it gives 3,357.8 MB at batch 4, seq 1024.")
 
 
 @dataclass(frozen=True)
@@ -459,15 +493,13 @@ def catalogue() -> list[Figure]:
             versions=SDPA_RUN,
             published="2546.04",
             published_unit="MB",
-            covers="peak of 50 repeated no-grad forwards of a 1024-token batch of 4 (fp16 weights), each returning "
-                   "every position's logits and the KV cache",
+            covers="peak of generate() of 100 new tokens from a 1024-token batch of 4 (fp16 weights, SDPA), after a warm-up generation (the id keeps its first reading)",
             compare="peak",
-            spec={**neox, "mode": "forward", "batch": 4, "seq": 1024, "new_tokens": 0, "attn": "sdpa"},
-            setup=FORWARD_BENCH + ". The mask has one padded position (mask[0, 0] = 0 in get_batch of the inference "
-                                  "script, read in a stored copy adapted from fxmarty's gist 5113e430, whose "
-                                  "repository the index does not name).",
-            needs="forward mode (a no-grad forward returning every position's logits and the KV cache, with the "
-                  "previous call's outputs still referenced)",
+            spec={**neox, "mode": "generate", "batch": 4, "seq": 1024, "new_tokens": 100, "attn": "sdpa"},
+            setup=INFER_BENCH + ". Ours: an unpadded batch (our generation pads nothing; the one masked position changes no tensor's size).",
+            cause=NEOX_INFER_CAUSE.format(check="2,543.46 MB (published 2,546.04)"),
+            terms=neox_generate_terms(4, 1024),
+            terms_at="weights",
         ),
         Figure(
             id="neox-sdpa-forward-b1-s128-sdpa",
@@ -481,14 +513,13 @@ def catalogue() -> list[Figure]:
             versions=SDPA_RUN,
             published="974.826",
             published_unit="MB",
-            covers="peak of 50 repeated no-grad forwards of one 128-token sequence (fp16 weights), each returning "
-                   "every position's logits and the KV cache",
+            covers="peak of generate() of 100 new tokens from one 128-token sequence (fp16 weights, SDPA), after a warm-up generation (the id keeps its first reading)",
             compare="peak",
-            spec={**neox, "mode": "forward", "batch": 1, "seq": 128, "new_tokens": 0, "attn": "sdpa"},
-            setup=FORWARD_BENCH + "; at batch 1, seq 128 the same sum gives 973.94 MB (-0.09 %). No mask at batch 1 "
-                                  "(masks=None in the stored copy of the inference script).",
-            needs="forward mode (a no-grad forward returning every position's logits and the KV cache, with the "
-                  "previous call's outputs still referenced)",
+            spec={**neox, "mode": "generate", "batch": 1, "seq": 128, "new_tokens": 100, "attn": "sdpa"},
+            setup=INFER_BENCH + ". Ours: an unpadded batch (our generation pads nothing; the one masked position changes no tensor's size).",
+            cause=NEOX_INFER_CAUSE.format(check="973.75 MB (published 974.826)"),
+            terms=neox_generate_terms(1, 128),
+            terms_at="weights",
         ),
     ]
 
