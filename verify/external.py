@@ -629,10 +629,13 @@ def explanation(row: dict) -> str:
         return f"error: {row['error']}"
     if row["status"] != "reproduced":
         return row["status"]
-    if abs(row["rel_error"]) <= TOLERANCE:
+    within = abs(row["rel_error"]) <= TOLERANCE
+    if within and not row["cause"]:
         return "within 2 %"
     if not row["cause"]:
         return "cause not established"
+    if within:
+        return "within 2 %; the rest, as read: " + explanation({**row, "rel_error": 1.0})
     after = row.get("rel_error_after_terms")
     if after is None:
         return row["cause"]
