@@ -100,3 +100,44 @@ def test_the_command_rejects_an_unknown_id_with_one_line_and_status_2(tmp_path, 
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: unknown figure id(s) no-such-figure") and "\n" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_neox_benchmark_terms_are_the_closed_forms_of_transformers_4_42_and_the_loop():
+    """Buffers of 24 layers (2048² bool mask, fp32 cos/sin caches, two scalars booked at 512) less ours;
+    the previous step's logits, fp32 keys and qkv outputs; SDPA: this step's fp32 keys; eager: fp32 q, k."""
+    sdpa = dict(external.neox_train_terms(4, 512, "sdpa"))
+    eager = dict(external.neox_train_terms(1, 1024, "eager"))
+    buffers = 24 * (2048 * 2048 + 2 * 2048 * 16 * 4 + 512 + 512) - 2 * 512
+    assert list(sdpa.values())[0] == list(eager.values())[0] == buffers == 106_978_304
+    assert list(sdpa.values())[1] == 2048 * 50_304 * 2 + 24 * (2048 * 1024 * 4 + 2048 * 3072 * 2) + 512
+    assert list(sdpa.values())[2] == 24 * 2048 * 1024 * 4
+    assert list(eager.values())[2] == 24 * 2 * 1024 * 1024 * 2
+
+
+def test_terms_at_forward_are_added_to_our_forwards_peak_with_its_cuda_terms():
+    """A figure whose published run peaks in its forward adds its terms to our forward's traced peak
+    plus the CUDA terms booked at the forward's end, not to our overall peak."""
+    from verify.measure.fake import run as trace
+
+    spec = dict(model="tiny-neox", mode="train", dtype="fp16", precision="pure", optimizer="none", loss="sum", batch=2,
+                seq=32, attn="sdpa", gpu_arch="sm86")
+    fig = dataclasses.replace(_tiny_figure(), id="tiny-neox-sum", spec=spec, terms=(("one byte", 1),), terms_at="forward",
+                              cause="test")
+    row = external.reproduce(fig)
+    result = trace(external.memory_spec(fig))
+    forward = result.phases["forward"] + result.snapshots["forward_end"]["cuda_terms"]
+    assert result.snapshots["forward_end"]["cuda_terms"] > 0
+    assert row["terms_added_to_bytes"] == forward and row["ours_plus_terms_bytes"] == forward + 1
+    assert row["ours_bytes"] == result.peak_bytes
+
+
+def test_the_neox_generation_terms_are_the_closed_forms_of_the_first_decode_step():
+    """Buffers (mask, fp16 rotary caches, two scalars at 512), the cuBLAS workspace, the prefill's
+    presents (fp16 key + the qkv output a value view keeps), its fp16 logits, and the first decode
+    step's concatenated cache of S + 1 positions."""
+    terms = [b for _, b in external.neox_generate_terms(4, 1024)]
+    assert terms[0] == 24 * (2048 * 2048 + 2 * 2048 * 16 * 2 + 1024) == 103_833_600
+    assert terms[1] == 8_519_680
+    assert terms[2] == 24 * 4096 * 1024 * (2 + 6)
+    assert terms[3] == 4096 * 50_304 * 2
+    assert terms[4] == 2 * 24 * 4 * 1025 * 1024 * 2

@@ -9,7 +9,8 @@ device:
 
 With `lora`, the model is wrapped by peft's LoRA (get_peft_model: adapters on the layers peft
 targets, everything else frozen), its base optionally quantized by bitsandbytes first, as
-transformers loads it with a BitsAndBytesConfig (verify/measure/quant.py).
+transformers loads it with a BitsAndBytesConfig (verify/measure/quant.py). With `quant` alone (no
+LoRA) the model's weights are quantized the same way, for inference.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class LoraSettings:
 
     rank: int = 8  # r of every adapter (peft's default)
     targets: str = ""  # "": peft's default target modules for the model type; "all-linear"; or comma-separated module names
-    quant: str = "none"  # the frozen base: none (in the build dtype) | int8 | nf4 | nf4-nodq (bitsandbytes; quant.BNB_QUANTS)
+    quant: str = "none"  # the frozen base: none (in the build dtype) | int8 | nf4 | nf4-nodq | fp4 (bitsandbytes; quant.BNB_QUANTS)
 
     def lora_config(self):
         """peft's LoraConfig for these settings."""
@@ -42,12 +43,14 @@ class LoraSettings:
 
 
 def build(config, device: str = "meta", dtype: torch.dtype = torch.float32, attn: str | None = None, fake_mode=None,
-          lora: LoraSettings | None = None):
+          lora: LoraSettings | None = None, quant: str = "none"):
     """Build the causal-LM module transformers maps `config` to (random init, no download).
 
     attn: "eager", "sdpa" or "flash"; None lets transformers pick its default for the architecture.
     lora: wrap in peft's LoRA (a PeftModel); the frozen base stays in `dtype` or is quantized
     (lora.quant), the adapters are in the dtype peft gives them (fp32: autocast_adapter_dtype).
+    quant: without lora, the weights quantized by bitsandbytes (quant.BNB_QUANTS) as transformers
+    loads them with a BitsAndBytesConfig; embeddings, norms and the output head stay in `dtype`.
     """
     from transformers import AutoModelForCausalLM
 
@@ -70,7 +73,9 @@ def build(config, device: str = "meta", dtype: torch.dtype = torch.float32, attn
     with torch.device(on):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn)
     if lora is not None:
-        return _lora(model, device, dtype, fake_mode, lora)
+        return _bnb_base(model, device, dtype, fake_mode, lora.quant, wrap=lambda m: _peft(m, lora))
+    if quant != "none":
+        return _bnb_base(model, device, dtype, fake_mode, quant, wrap=lambda m: m)
     if device == "fake":
         with fake_mode:
             model = model.to_empty(device="cpu")
@@ -78,27 +83,27 @@ def build(config, device: str = "meta", dtype: torch.dtype = torch.float32, attn
     return model
 
 
-def _lora(model, device: str, dtype: torch.dtype, fake_mode, lora: LoraSettings):
-    """`model` (on meta for "fake", else on `device`) quantized as lora.quant says and wrapped in
-    peft's LoRA. Real tensors: bitsandbytes quantizes the weights, then peft wraps, as in a QLoRA
-    script. Fake tensors: peft wraps the meta model (its adapters stay on meta), `to_empty`
+def _bnb_base(model, device: str, dtype: torch.dtype, fake_mode, quant: str, wrap):
+    """`model` (on meta for "fake", else on `device`) quantized as `quant` says and wrapped by
+    `wrap` (peft's LoRA, or nothing). Real tensors: bitsandbytes quantizes the weights, then `wrap`,
+    as in a QLoRA script. Fake tensors: `wrap` on the meta model (adapters stay on meta), `to_empty`
     materializes everything, then the weights are quantized; the modules and dtypes are the same."""
-    quant = lora.quant != "none"
-    if quant:
+    quantized = quant != "none"
+    if quantized:
         from verify.measure.quant import params4bit_settings, prepare_bnb, quantize_bnb, quantize_bnb_fake
 
-        quantizer, sources = prepare_bnb(model, lora.quant, dtype)
+        quantizer, sources = prepare_bnb(model, quant, dtype)
     if device != "fake":
-        if quant and device != "meta":  # on meta the bnb layers keep unquantized placeholders: counts only
+        if quantized and device != "meta":  # on meta the bnb layers keep unquantized placeholders: counts only
             quantize_bnb(model, quantizer, sources, dtype, device)
-        return _peft(model, lora)
+        return wrap(model)
     with torch.device("meta"):
-        model = _peft(model, lora)
-    settings = params4bit_settings(model) if quant else {}
+        model = wrap(model)
+    settings = params4bit_settings(model) if quantized else {}
     with fake_mode:
         model = model.to_empty(device="cpu")
-        model.get_base_model().tie_weights()  # to_empty gives each module its own copy of a shared weight
-    if quant:
+        (model.get_base_model() if hasattr(model, "get_base_model") else model).tie_weights()  # to_empty unties
+    if quantized:
         quantize_bnb_fake(model, dtype, settings, fake_mode)
     return model
 

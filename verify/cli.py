@@ -332,6 +332,9 @@ def _seed_figures(spec, s, result, quiet: bool) -> dict:
 
     if spec.mode == "lora":  # the seeds speak of full training and inference; the predictor models neither LoRA nor a quantized base
         return {"predictions": {}, "corrected": {"not_covered": "LoRA runs are measured only: the corrected predictor models full training"}}
+    if spec.quant != "none":
+        return {"predictions": {}, "corrected": {"not_covered": "quantized weights are measured only: the seed formulas and "
+                                                                "the corrected predictor count weights in --dtype"}}
     other = dataclasses.replace(spec, mode="generate" if spec.mode == "train" else "train", precision="pure",
                                 checkpointing=False)
     try:
@@ -724,8 +727,9 @@ def setting_args(q, batch: int | None, seq: int | None, modes: tuple[str, ...], 
                    help="modules LoRA adapts (--mode lora): comma-separated names (q_proj,v_proj) or all-linear; "
                         "empty: peft's default for the model type")
     q.add_argument("--quant", choices=QUANTS, default="none",
-                   help="frozen base of --mode lora: bitsandbytes int8 (LLM.int8), nf4 (with double quantization: "
-                        "QLoRA), nf4-nodq; none: in --dtype")
+                   help="bitsandbytes weights: the frozen base of --mode lora, or the model of --mode generate / "
+                        "forward: int8 (LLM.int8, load_in_8bit), nf4 (with double quantization: QLoRA), nf4-nodq, "
+                        "fp4 (load_in_4bit's defaults: compute in fp32); none: in --dtype")
     q.add_argument("--batch", type=int, default=batch, help="sequences per step (B)" + ("" if batch else
                    "; given alone: find the longest sequence that fits"))
     q.add_argument("--seq", type=int, default=seq, help="training sequence length, or prompt length when generating (S)"

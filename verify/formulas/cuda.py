@@ -15,7 +15,7 @@ Every worked example is a LLaMA-7B bf16 AdamW training step, B=1, S=2048 (h=4096
 heads of 128, V=32000, 291 parameter tensors) on an H100 SXM (sm90, 132 SMs) with that wheel.
 
 Counted by max_memory_allocated, deterministic given the traced tensors, modelled:
-  allocator_rounding, blas_workspaces, layernorm_stats, sdpa_flash_forward,
+  allocator_rounding, blas_workspaces, cublas_operand_copies, layernorm_stats, sdpa_flash_forward,
   flash_backward_temporaries, efficient_lse_padding, embedding_backward_temporaries.
 Not counted (host memory) but traced: host_optimizer_scalars (a negative term).
 Counted, not deterministic from the trace, not added: whole_block_extra (bounded by
@@ -163,6 +163,40 @@ def blas_workspaces(sm_major: int, threads: int) -> dict[str, int]:
     2 × 8,519,680 = 17,039,360)."""
     one = cublas_workspace(sm_major) + cublaslt_workspace(sm_major)
     return {f"cuBLAS workspace × {threads} threads": threads * one}
+
+
+def _non_overlapping_and_dense(sizes: tuple[int, ...], strides: tuple[int, ...]) -> bool:
+    """c10's is_non_overlapping_and_dense: some order of the dimensions (size-1 ones ignored) is
+    contiguous."""
+    expected = 1
+    for size, stride in sorted((z for z in zip(sizes, strides) if z[0] != 1), key=lambda z: z[1]):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def cublas_operand_copies(operands) -> dict[str, int]:
+    """Copies cuBLAS's mm / addmm make of operands it cannot pass as they are: `prepare_matrix_for_cublas`
+    in aten/src/ATen/native/cuda/Blas.cpp (stored copies at commits 960a68465f61 and 002253ce92a1,
+    the same function) passes a 2-D operand of sizes (m, n) and strides (s0, s1) as it is when it is
+    non-overlapping and dense, or when s0 == 1 and s1 >= max(1, m), or s1 == 1 and s0 >= max(1, n);
+    otherwise it makes `tensor.clone(at::MemoryFormat::Contiguous)`, which lives until the call
+    returns (`cublasCommonArgs` holds both operands' copies at once). `operands`: (sizes, strides,
+    itemsize) of mat1 and mat2. The case that matters: the gradient of `logits.sum()` is the scalar
+    1 expanded to (B, S, V) with strides 0, and the output head's backward runs two mm over it
+    (grad input, grad weight), each copying B·S·V·p bytes. The CPU kernel copies it too (torch
+    2.13.0's profiler shows two aten::clone of that size inside MmBackward0), but below dispatch:
+    neither a fake nor a real trace sees it. Counted: yes (transient, inside the op). Deterministic:
+    yes, given the operands' strides. LLaMA-7B, cross-entropy loss: 0 (every operand is dense);
+    `logits.sum()` at B=1, S=2048, V=32000 bf16: 131,072,000 bytes during each of the two mm."""
+    copied = 0
+    for sizes, strides, itemsize in operands:
+        (m, n), (s0, s1) = sizes, strides
+        if _non_overlapping_and_dense(sizes, strides) or (s0 == 1 and s1 >= max(1, m)) or (s1 == 1 and s0 >= max(1, n)):
+            continue
+        copied += round_size(m * n * itemsize)
+    return {"cuBLAS contiguous copy of a strided operand": copied}
 
 
 # --- normalisation ------------------------------------------------------------------------------

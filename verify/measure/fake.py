@@ -15,7 +15,7 @@ whose memory can differ and grows the cache through the others.
 
 What a GPU adds (spec.gpu_terms, on by default off the GPU): the trace alone is `traced_peak_bytes`;
 the tracker also books what `torch.cuda.max_memory_allocated` would count on spec.gpu_arch (cuda_ops:
-the allocator's 512-byte rounding, cuBLAS workspaces, LayerNorm's fp32 statistics, the SDPA
+the allocator's 512-byte rounding, cuBLAS workspaces and its copies of strided operands, LayerNorm's fp32 statistics, the SDPA
 kernel CUDA picks, flash and embedding-backward scratch, Adam's host-resident step counters;
 verify/formulas/cuda.py cites the source of each), and `peak_bytes` is the peak of that total,
 `cuda_terms` its terms at that moment. Not modelled: the cuDNN SDPA workspace (cuDNN sizes it at
@@ -37,7 +37,7 @@ import torch
 from verify.formulas import cuda as C
 from verify.formulas.params import total
 from verify.measure.memory import Category, MemoryResult, MemorySpec
-from verify.measure.quant import bitsandbytes, bnb_state_tensors, cuda_bnb
+from verify.measure.quant import as_on_cuda, bitsandbytes, bnb_state_tensors, cuda_bnb
 from verify.measure.steps import (Hooks, autocast_context, cache_tensors, forward_step, generate_greedy, generate_hf, prepare_training,
                                   train_step)
 from verify.measure.tracker import Tracker
@@ -75,17 +75,19 @@ def run(spec: MemorySpec, device: str = "fake", config=None, tracker: Tracker | 
     config = config if config is not None else load_config(spec.model)
     compute = torch_dtype(spec.dtype)
     lora = spec.mode == "lora"
+    quant = spec.quant != "none"  # a LoRA base or inference weights quantized by bitsandbytes
     weights = compute if lora else weight_dtype(spec.dtype, spec.precision)  # a frozen LoRA base needs no fp32 master copy
     if device == "fake" and shape(config).experts > 1 and weights != torch.bfloat16:
         raise TraceError(f"{spec.model}: MoE experts run torch grouped_mm, whose fake-tensor kernel takes bf16 only; "
                          "use --dtype bf16 --precision pure")
-    if lora or spec.optimizer == "adamw-8bit":
+    if lora or quant or spec.optimizer == "adamw-8bit":
         bitsandbytes()  # imported now: its module-level lookup tables must be real tensors, made outside the trace
     mode = fake_mode() if device == "fake" else contextlib.nullcontext()
     t0 = time.perf_counter()
     try:
         model = build(config, device=device, dtype=weights, attn=spec.attn, fake_mode=mode if device == "fake" else None,
-                      lora=LoraSettings(spec.lora_rank, spec.lora_targets, spec.quant) if lora else None)
+                      lora=LoraSettings(spec.lora_rank, spec.lora_targets, spec.quant) if lora else None,
+                      quant="none" if lora else spec.quant)
     except ValueError as e:
         if "attention implementation" in str(e):
             raise TraceError(f"{spec.model}: transformers has no {spec.attn} attention for {config.model_type}; use --attn eager") from e
@@ -93,7 +95,9 @@ def run(spec: MemorySpec, device: str = "fake", config=None, tracker: Tracker | 
     try:
         t_build = time.perf_counter() - t0
         kernels = contextlib.nullcontext() if device == "cuda" else CudaKernelChoices()
-        bnb_kernels = cuda_bnb() if lora and spec.quant != "none" and device != "cuda" else contextlib.nullcontext()
+        bnb_kernels = cuda_bnb() if quant and device != "cuda" else contextlib.nullcontext()
+        if quant and device != "cuda":
+            as_on_cuda(model)
         tracker = tracker if tracker is not None else Tracker()
         gpu = spec.gpu_terms and device == "fake"  # real CPU and GPU runs measure, not model
         arch = C.ARCHS[spec.gpu_arch]
@@ -103,7 +107,7 @@ def run(spec: MemorySpec, device: str = "fake", config=None, tracker: Tracker | 
         with mode, _as_real_runs(device), kernels, tracker, bnb_kernels:
             tracker.add(list(model.buffers()), Category.BUFFERS)
             tracker.add(list(model.parameters()), Category.PARAMS)
-            quant_state = bnb_state_tensors(model) if lora and spec.quant != "none" else []
+            quant_state = bnb_state_tensors(model) if quant else []
             tracker.add(quant_state, Category.PARAMS)  # absmax, codes, scales: storage of the quantized weights
             ids = torch.randint(0, config.vocab_size, (spec.batch, spec.seq), dtype=torch.long,
                                 device=next(model.parameters()).device)
@@ -256,9 +260,13 @@ def _train_steps(model, spec: MemorySpec, compute: torch.dtype, ids, tracker: Tr
         tracker.snapshot("steady")
         grads["bytes"] = tracker.bytes(Category.GRADS)
 
+    def forward_end(loss):
+        snap = tracker.snapshot("forward_end")
+        if tracker.gpu_ops is not None:
+            snap["cuda_terms"] = tracker.gpu_delta  # what the modelled GPU books beyond the trace then
+
     train_step(model, optimizer, ids, autocast_context(spec.precision, compute, device_type),
-               Hooks(mark=tracker.mark, after_forward=lambda loss: tracker.snapshot("forward_end"), after_step=after_step),
-               loss=spec.loss)
+               Hooks(mark=tracker.mark, after_forward=forward_end, after_step=after_step), loss=spec.loss)
     boundary = tracker.snapshots["forward_end"]
     persistent = sum(boundary.get(c.value, 0) for c in (Category.PARAMS, Category.GRADS, Category.OPTIMIZER, Category.BUFFERS))
     return {
@@ -346,6 +354,11 @@ def cuda_ops(gpu: C.Gpu, notes: dict[str, int]) -> dict:
             threads.add(thread)
             tr.add_term(f"cuBLAS workspace ({thread})", C.cublas_workspace(gpu.sm[0]) + C.cublaslt_workspace(gpu.sm[0]))
 
+    def mm(tr, args, kwargs, out):  # mm(mat1, mat2) / addmm(bias, mat1, mat2): C.cublas_operand_copies
+        matmul(tr, args, kwargs, out)
+        mats = args[:2] if len(args) == 2 else args[1:3]
+        tr.spike(C.cublas_operand_copies([(tuple(t.shape), tuple(t.stride()), t.element_size()) for t in mats]))
+
     def layer_norm(tr, args, kwargs, out):  # C.layernorm_stats
         p = args[0].element_size()
         if p < 4:
@@ -385,7 +398,7 @@ def cuda_ops(gpu: C.Gpu, notes: dict[str, int]) -> dict:
             tr.host(out)
 
     return {
-        aten.mm.default: matmul, aten.addmm.default: matmul, aten.bmm.default: matmul, aten.baddbmm.default: matmul,
+        aten.mm.default: mm, aten.addmm.default: mm, aten.bmm.default: matmul, aten.baddbmm.default: matmul,
         aten.native_layer_norm.default: layer_norm,
         aten._scaled_dot_product_flash_attention_for_cpu.default: sdpa_forward,
         aten._scaled_dot_product_flash_attention_for_cpu_backward.default: sdpa_backward,

@@ -16,7 +16,8 @@ from verify.units import DEFAULT_PRECISION, DTYPE_NAMES, PRECISIONS
 MODES = ("train", "generate", "forward", "lora")
 OPTIMIZERS = ("adamw", "adam", "sgd", "none")  # every backend, sharded runs (verify shard) included
 MEMORY_OPTIMIZERS = OPTIMIZERS + ("adamw-fused", "adamw-8bit", "adafactor", "sgd-momentum")  # single-device runs
-QUANTS = ("none", "int8", "nf4", "nf4-nodq")  # the frozen base of --mode lora: as built, or bitsandbytes int8 / NF4
+QUANTS = ("none", "int8", "nf4", "nf4-nodq", "fp4")  # the frozen base of --mode lora, or the weights of --mode generate /
+# forward: as built, or bitsandbytes int8 / NF4 / FP4 (quant.BNB_QUANTS)
 LOSSES = ("ce", "sum")
 ATTNS = ("eager", "sdpa", "flash")
 BACKENDS = ("fake", "cpu", "cuda")
@@ -61,8 +62,9 @@ class MemorySpec:
     lora_rank: int = 8  # r of every LoRA adapter (mode "lora")
     lora_targets: str = ""  # mode "lora": "" = peft's default target modules for the model type, "all-linear",
     # or comma-separated module names (q_proj,v_proj)
-    quant: str = "none"  # mode "lora": the frozen base as built (none) or quantized by bitsandbytes: int8 | nf4
-    # (NF4 with double quantization, as QLoRA) | nf4-nodq (NF4, fp32 absmax)
+    quant: str = "none"  # modes "lora" (the frozen base), "generate" and "forward" (the weights): as built (none) or
+    # quantized by bitsandbytes: int8 | nf4 (NF4 with double quantization, as QLoRA) | nf4-nodq (NF4, fp32 absmax) |
+    # fp4 (load_in_4bit=True as transformers defaults it: FP4, fp32 absmax, compute in fp32)
     cache: str = "dynamic"  # generate mode: "dynamic" (DynamicCache, S + t positions at step t) or "static"
     # (StaticCache that generate() preallocates to S + N - 1 positions)
 
@@ -90,6 +92,7 @@ class MemoryResult:
     at_peak: dict[str, int] = field(default_factory=dict)  # category -> bytes live at the peak; sums to peak_bytes
     peak_phase: str = ""  # the phase the peak happened in (forward, backward, optimizer, prefill, decode)
     snapshots: dict[str, dict[str, int]] = field(default_factory=dict)  # "forward_end", "steady" -> category bytes then
+    # (fake with gpu_terms: forward_end also has "cuda_terms", the modelled GPU's bytes beyond the trace then)
     traced_peak_bytes: int = 0  # the peak of the traced tensors alone (the tracker's figure, on every backend)
     cuda_terms: dict[str, int] = field(default_factory=dict)  # fake with gpu_terms: what a GPU adds at the peak moment,
     # term -> bytes, summing to peak_bytes - traced_peak_bytes; empty where the GPU itself is measured or gpu_terms is off
@@ -142,8 +145,13 @@ def validate(spec: MemorySpec, shape) -> None:
         (spec.quant in QUANTS, f"quant {spec.quant!r} is not one of {', '.join(QUANTS)}"),
         (spec.lora_rank > 0, f"lora-rank must be positive, got {spec.lora_rank}"),
         (
-            spec.mode == "lora" or (spec.quant == "none" and spec.lora_rank == 8 and not spec.lora_targets),
-            "--quant, --lora-rank and --lora-targets apply to --mode lora",
+            spec.mode == "lora" or (spec.lora_rank == 8 and not spec.lora_targets),
+            "--lora-rank and --lora-targets apply to --mode lora",
+        ),
+        (
+            spec.mode != "train" or spec.quant == "none",
+            "--quant applies to --mode lora (a quantized frozen base), generate and forward (quantized weights); "
+            "bitsandbytes weights are not trained in full",
         ),
     ]
     raise_first(checks)

@@ -127,10 +127,13 @@ def quantized_storage(config, weights: str, dtype: torch.dtype = torch.bfloat16,
 # in the Params4bit subclass), and bitsandbytes' own fake kernels (bitsandbytes/_ops.py,
 # register_fake) give the packed weight and its statistics their shapes and dtypes.
 
-BNB_QUANTS = ("int8", "nf4", "nf4-nodq")  # LLM.int8 (threshold 6.0); NF4 with double quantization (QLoRA); NF4 without
+BNB_QUANTS = ("int8", "nf4", "nf4-nodq", "fp4")  # LLM.int8 (threshold 6.0); NF4 with double quantization (QLoRA); NF4
+# without; fp4: `load_in_4bit=True` with transformers' defaults (FP4, fp32 absmax, no double quantization, compute in fp32)
 GEMM_4BIT_FUSED_MAX_M = 512  # bitsandbytes' CUDA gemm_4bit: above 512 rows every GPU dequantizes a weight of 4 Mi
 # elements or more and calls F.linear (_gemm_4bit_use_custom_cuda); smaller weights may keep the fused kernel up to
 # 1536 rows on some GPUs (A100), which is not modelled
+GEMM_4BIT_FP32_MAX_M = 7  # fp32 input: no MMA kernel, so the fused (SIMT) kernel only below 8 rows (`dtype ==
+# torch.float32 ... return M < 8` in _gemm_4bit_use_custom_cuda), the dequantize + F.linear fallback above
 
 
 def bitsandbytes():
@@ -148,14 +151,17 @@ def bitsandbytes():
 
 def bnb_config(quant: str, compute_dtype: torch.dtype):
     """transformers' BitsAndBytesConfig for `quant`, with its defaults otherwise: int8 keeps the
-    LLM.int8 outlier threshold 6.0 and int8 weights (no fp16 copy); the 4-bit types store NF4 in
-    uint8 with blocks of 64 and compute in `compute_dtype` (transformers' default would be fp32)."""
+    LLM.int8 outlier threshold 6.0 and int8 weights (no fp16 copy); nf4 and nf4-nodq store NF4 in
+    uint8 with blocks of 64 and compute in `compute_dtype`; fp4 is `load_in_4bit=True` alone: FP4,
+    blocks of 64, fp32 absmax, compute in fp32 (transformers' defaults)."""
     from transformers import BitsAndBytesConfig
 
     if quant not in BNB_QUANTS:
         raise ValueError(f"unknown bitsandbytes quantization {quant!r}; choose one of {', '.join(BNB_QUANTS)}")
     if quant == "int8":
         return BitsAndBytesConfig(load_in_8bit=True)
+    if quant == "fp4":
+        return BitsAndBytesConfig(load_in_4bit=True)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=quant == "nf4",
                               bnb_4bit_compute_dtype=compute_dtype)
 
@@ -267,9 +273,10 @@ class _BnbCudaKernels(TorchDispatchMode):
 def _gemm_4bit(func, A, B, shapeB, absmax, blocksize, quant_type, bias=None, absmax_8bit=None, absmax_code=None,
                absmax_offset=None):
     """bitsandbytes/backends/cuda/ops.py, gemm_4bit: the fused kernel up to GEMM_4BIT_FUSED_MAX_M rows
-    (output only; between 5 and 512 rows the GPU's heuristic may take the fallback instead),
-    `_dequant_linear_fallback` above (its locals live until it returns)."""
-    if A.numel() // A.shape[-1] <= GEMM_4BIT_FUSED_MAX_M:
+    (output only; between 5 and 512 rows the GPU's heuristic may take the fallback instead), up to
+    GEMM_4BIT_FP32_MAX_M rows for fp32 input, `_dequant_linear_fallback` above (its locals live until
+    it returns): the weight dequantized to the input's dtype, then F.linear."""
+    if A.numel() // A.shape[-1] <= (GEMM_4BIT_FP32_MAX_M if A.dtype == torch.float32 else GEMM_4BIT_FUSED_MAX_M):
         return func(A, B, shapeB, absmax, blocksize, quant_type, bias=bias, absmax_8bit=absmax_8bit,
                     absmax_code=absmax_code, absmax_offset=absmax_offset)
     ops = torch.ops.bitsandbytes
@@ -326,14 +333,26 @@ def _matmul_as_on_cuda(A, B, out=None, state=None, threshold=0.0, bias=None):
     return MatMul8bitLt.apply(A, B, out, bias, state)
 
 
+def as_on_cuda(model) -> None:
+    """bitsandbytes' Linear4bit repacks its weight for AVX512-BF16 CPUs at its first inference
+    forward on CPU tensors (`_convert_weight_packed_for_cpu`, nn/modules.py); a GPU keeps the packed
+    uint8 weight and its quant state as quantized. Off the GPU, keep them so (a run that models CUDA)."""
+    bnb = bitsandbytes()
+    for _, module in bnb_layers(model):
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+
+
 @contextlib.contextmanager
 def cuda_bnb():
     """Inside the block, bitsandbytes on fake and CPU tensors allocates what it allocates on CUDA,
     where its kernels' own buffers are tensors the tracker would not see and its CPU paths differ:
 
-    - the 4-bit forward (gemm_4bit) above GEMM_4BIT_FUSED_MAX_M rows: the dequantized absmax and
-      the weight dequantized to the compute dtype (out × in, a transient of every 4-bit layer's
-      forward; the backward dequantizes in Python, which the tracker sees anyway), then F.linear;
+    - the 4-bit forward (gemm_4bit) above GEMM_4BIT_FUSED_MAX_M rows (GEMM_4BIT_FP32_MAX_M for fp32
+      input): the dequantized absmax and the weight dequantized to the compute dtype (out × in, a
+      transient of every 4-bit layer's forward; the backward dequantizes in Python, which the tracker
+      sees anyway), then F.linear; at or below them (a decode step's one row) the fused kernel's
+      output only;
     - LLM.int8 (Linear8bitLt): MatMul8bitLt as on CUDA (not the CPU's MatMul8bitFp), with the CUDA
       kernels' outlier mask, int32 product and fp16 output; outlier columns are assumed absent.
 
