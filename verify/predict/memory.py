@@ -89,6 +89,8 @@ def optimizer_transient(N: int, p: int, optimizer: str, shapes: list[tuple[int, 
 
 def covered(s, spec) -> str | None:
     """None if the predictor covers this run; otherwise why not (one line)."""
+    if spec.mode in INFERENCE_MODES:
+        return inference_covered(s, spec)
     family = family_of(s.model_type)
     if family is None:
         return not_in_registry(s.model_type)
@@ -103,6 +105,8 @@ def peak_covered(s, spec) -> str | None:
     """None if the predictor also gives the peak; otherwise why not."""
     if spec.mode == "train" and spec.checkpointing:
         return "the peak under checkpointing (recompute inside backward) is not derived"
+    if spec.mode in INFERENCE_MODES:
+        return inference_covered(s, spec)
     if spec.mode != "train":
         return f"the {spec.mode} peak beyond the persistent terms is not derived"
     return covered(s, spec)
@@ -120,6 +124,8 @@ class Prediction:
     peak_not_covered: str | None = None  # why the peak is not predicted for this run (None: it is)
     cuda_terms: dict[str, int] = field(default_factory=dict)  # what a GPU adds at the peak moment (gpu_terms), in the moments
     traced_peak_bytes: int | None = None  # the peak of the trace alone (what the CPU allocator sees), without cuda_terms
+    moment_terms: dict[str, dict[str, int]] = field(default_factory=dict)  # generate, forward: each moment's named terms
+    # beyond the weights and buffers (the moments hold their sum plus params and buffers, and the CUDA terms with gpu_terms)
 
     def total(self, category: str) -> int | None:
         """The bytes of one category, or None where it is not predicted."""
@@ -152,11 +158,8 @@ def predict(s, spec, T: int, dropout: tuple[float, float, float] = (0.1, 0.1, 0.
                 "embedding backward": state + out.total("grads") + ids + total(embedding_backward(s, spec)),
                 "optimizer step": state + out.total("grads") + total(optimizer_transient(N, pw, spec.optimizer)) + ids,
             }
-    elif spec.mode == "generate":
-        T_kv = M.cached_positions(S, spec.new_tokens)
-        if s.sliding_window and spec.new_tokens > 1:  # once decoding starts the cache keeps the last W positions
-            T_kv = min(T_kv, s.sliding_window)
-        terms["kv_cache"] = M.kv_cache(s.L, B, T_kv, s.kv_cache_heads, s.head_dim, p)
+    elif spec.mode in INFERENCE_MODES:
+        add_inference(out, s, spec, family)
     if out.moments:
         out.traced_peak_bytes = max(out.moments.values())
         if spec.gpu_terms and spec.backend != "cpu":
@@ -172,7 +175,18 @@ def add_gpu_terms(pred: Prediction, s, spec, gpu=C.DEFAULT_GPU) -> None:
     the cuBLAS workspaces of the main and the autograd thread, at every moment; LayerNorm's fp32
     statistics in half precision while the forward's saved tensors live (the start of backward);
     less Adam's step counters, which live in host memory on a GPU. The allocator's 512-byte
-    rounding (a few hundred KB at most over a step's live tensors) is not predicted."""
+    rounding (a few hundred KB at most over a step's live tensors) is not predicted.
+
+    Generation and the no-grad forward (no autograd thread): one cuBLAS workspace, allocated at the
+    first matmul (layer 0's first projection, before every moment); no moment falls inside a
+    LayerNorm, whose statistics no-grad frees at once. Rounding: not predicted either (a few KB
+    over the live tensors of the tiny configurations, whose peak the 32 MiB workspace dominates)."""
+    if spec.mode in INFERENCE_MODES:
+        workspace = C.blas_workspaces(gpu.sm[0], threads=1)
+        for moment in pred.moments:
+            pred.moments[moment] += total(workspace)
+        pred.cuda_terms = dict(workspace)
+        return
     steps = pred.terms["optimizer"].get("step 4·T", 0) // M.STEP_BYTES  # Adam's step counters: host-resident on a GPU
     workspaces = {**C.blas_workspaces(gpu.sm[0], threads=2), **(C.host_optimizer_scalars(steps) if steps else {})}
     layernorms = s.L * s.norms_per_layer + int(bool(s.final_norm)) + int(bool(s.embed_norm)) if s.norm == "layernorm" else 0
@@ -182,6 +196,45 @@ def add_gpu_terms(pred: Prediction, s, spec, gpu=C.DEFAULT_GPU) -> None:
         pred.moments[moment] += total(workspaces) + (total(stats) if moment == "start of backward" else 0)
     peak = max(pred.moments, key=pred.moments.get)
     pred.cuda_terms = {**workspaces, **(stats if peak == "start of backward" and total(stats) else {})}
+
+
+# --- generation and the no-grad forward -------------------------------------------------------
+
+INFERENCE_MODES = ("generate", "forward")  # the modes whose moments the families give (generation.py)
+
+
+def inference_covered(s, spec) -> str | None:
+    """None if the predictor gives the peak of this generation or no-grad forward; otherwise why not."""
+    from verify.families import generation as G
+
+    family = family_of(s.model_type)
+    if family is None:
+        return not_in_registry(s.model_type)
+    moments = family.generation_moments if spec.mode == "generate" else family.forward_moments
+    if moments is None:
+        derived = ", ".join(f.label for f in FAMILIES if (f.generation_moments if spec.mode == "generate" else f.forward_moments))
+        return f"the {spec.mode} peak is derived for {derived}, not {s.model_type}"
+    if spec.attn not in ("eager", "sdpa"):
+        return f"the {spec.mode} peak is derived for eager and sdpa attention, not {spec.attn}"
+    return G.activation_gap(s) or (family.inference_gaps(s, spec) if family.inference_gaps else None)
+
+
+def add_inference(out: Prediction, s, spec, family) -> None:
+    """The terms and moments of a generation or a no-grad forward: the KV cache the generation ends
+    with (exact: every layer's storage, verify/families/generation.py final_cache_positions: S + N − 1
+    positions, W for a sliding window once decoding starts, a static cache's preallocated length),
+    and, where inference_covered is None, the family's moments plus the weights and buffers."""
+    from verify.families import generation as G
+
+    r = G.run_of(s, spec)
+    if spec.mode == "generate":
+        out.terms["kv_cache"] = M.kv_cache(s.L, r.B, G.final_cache_positions(r), s.kv_cache_heads, s.head_dim, r.p)
+    if out.peak_not_covered is not None:
+        return
+    moments = (family.generation_moments if spec.mode == "generate" else family.forward_moments)(s, spec)
+    weights = out.total("params") + out.total("buffers")
+    out.moment_terms = {name: {k: v for k, v in terms.items() if v} for name, terms in moments.items()}
+    out.moments = {name: weights + total(terms) for name, terms in moments.items()}
 
 
 def inputs_for(model: str) -> tuple:
