@@ -88,8 +88,9 @@ def layer_moments(s, r, q: int, step, layer: int) -> dict[str, dict[str, int]]:
     returns; Q = p·B·a·q·d; K = p·B·c·q·d for the c heads the cache holds (g; a in the new decoder
     architecture); X = p·B·q·h; F = p·B·q·f.
 
-    split: q is a view of FQ, k and v index copies (multi-query) or views (one head per query head);
-      the new architecture copies q (Q) and k, v broadcast to every head (K each).
+    split: q is a view of FQ, k and v index copies (one k/v head: K/c each) or views (one head per
+      query head); the new architecture with several k/v heads copies q (Q) and k, v broadcast to every
+      head (K each).
     RoPE, update: as the LLaMA block's (llama.layer_moments), beside FQ and the split's copies.
     attention: eager: matmul copies the rotated q (its layout follows FQ's; not for one query) and,
       for B > 1, k broadcast to a heads (p·B·a·keys·d) beside the scores (p·B·a·q·keys); then scores,
@@ -97,7 +98,9 @@ def layer_moments(s, r, q: int, step, layer: int) -> dict[str, dict[str, int]]:
       B > 1 when the cache holds fewer heads) and the heads merged (X, for q > 1); the previous layer's
       weights live on (FalconModel keeps each block's outputs until the next returns) and this
       layer's until it returns. sdpa: its output and fp32 logsumexp.
-    MLP: the layer input, its LayerNorm output(s) (one when attention and MLP share it, two in the new
+    dense: the merged heads and their projection (X each).
+    MLP: the layer input (layer 0's is the embedding output, counted outside), its LayerNorm output(s)
+      (one when attention and MLP share it, two in the new
       architecture), the attention output, and without parallel attention the residual and the MLP's
       LayerNorm output; dense_h_to_4h and the activation (2F)."""
     from verify.families import generation as G
@@ -105,15 +108,20 @@ def layer_moments(s, r, q: int, step, layer: int) -> dict[str, dict[str, int]]:
     p, B, a, g, c, d = r.p, r.B, s.heads, s.kv_heads, s.kv_cache_heads, s.head_dim
     new_arch = c != g
     FQ, Q, K, X, F = p * B * q * (a + 2 * g) * d, p * B * a * q * d, p * B * c * q * d, p * B * q * s.h, p * B * q * s.ffn
+    K1 = p * B * q * d  # one head's k or v
     keys = step.keys if step else q
-    split = {"fused qkv FQ": FQ, "q copy (new architecture) Q": Q if new_arch else 0,
-             "k, v copies 2K": 2 * K if new_arch or g == 1 < a else 0}
-    own_v = K if new_arch or g == 1 < a else 0
+    if new_arch and g > 1:  # q, and k, v broadcast to a heads, flattened into copies
+        q_copy, own_v = Q, K
+    elif new_arch or g == 1 < a:  # one k/v head: index copies (a broadcast of one head flattens as a view)
+        q_copy, own_v = 0, K1
+    else:
+        q_copy, own_v = 0, 0
+    split = {"fused qkv FQ": FQ, "q copy (new architecture) Q": q_copy, "k, v copies": 2 * own_v}
     before = G.cache_before_update(s, r, step, layer) if step else {}
     after = G.cache_before_update(s, r, step, layer + 1) if step else {"rotated k K": K, "v copy": own_v}
     norms = 2 if s.norms_per_layer == 2 and s.parallel_attn else 1
     previous = p * B * a * q * keys if r.attn == "eager" and layer else 0
-    base = {"layer input X": X, f"{norms} LayerNorm output(s) X": norms * X,
+    base = {"layer input X": X if layer else 0, f"{norms} LayerNorm output(s) X": norms * X,
             "previous layer's attention weights p·B·a·q·keys": previous}
     if r.attn == "eager":
         weights = {"attention weights p·B·a·q·keys": p * B * a * q * keys, "output Q": Q}
@@ -138,6 +146,8 @@ def layer_moments(s, r, q: int, step, layer: int) -> dict[str, dict[str, int]]:
         "cache update": {**base, "fused qkv FQ": FQ, "rotated q, k Q + K": Q + K, "v copy": own_v,
                          **G.cache_at_update(s, r, step, layer)} if step else {},
         "attention": {**base, "fused qkv FQ": FQ, "rotated q Q": Q, **after, **attention},
+        "dense": {**base, "fused qkv FQ": FQ, "rotated q Q": Q, **after, **({"attention weights p·B·a·q·keys": p * B * a * q * keys}
+                  if r.attn == "eager" else {}), "merged heads X": X, "dense output X": X},
         "MLP": {**base, **mlp, **(G.cache_before_update(s, r, step, layer + 1) if step else {})},
     }
 

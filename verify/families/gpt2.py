@@ -119,6 +119,7 @@ def block_moments(s, r, q: int, step, layer: int, qkv_width: int, softmax_fp32: 
       fp32 cast back (GPT-BigCode: its CPU kernel copies the scores to fp32 first, (p + 8)·B·a·q·keys;
       8 in fp32); then the weights times v (for B > 1 with one key/value head matmul copies v broadcast
       to a heads) and the heads merged (a copy, X, for q > 1).
+    c_proj: the merged attention output and its projection (X each), eager's weights beside them.
     MLP: the block input, the attention output (kept by the block until it returns), the residual
       after attention, the second LayerNorm's output, and the activation's working set
       (generation.ACTIVATION_TENSORS: 2F for one op, 4F for gelu_new); eager attention's weights
@@ -141,6 +142,8 @@ def block_moments(s, r, q: int, step, layer: int, qkv_width: int, softmax_fp32: 
         })[1]
     else:
         attention = {"SDPA output Q": Q, "logsumexp 4·B·a·q": FP32 * B * a * q}
+    eager_weights = {"attention weights p·B·a·q·keys": p * B * a * q * keys} if r.attn == "eager" else {}
+    c_proj = {**eager_weights, "attention output (heads merged) X": X, "c_proj output X": X}
     mlp = {"block input X": X, "attention output X": X, "residual X": X, "LayerNorm output X": X,
            f"{s.activation} working set {G.ACTIVATION_TENSORS[s.activation]}F": G.ACTIVATION_TENSORS[s.activation] * F}
     if r.attn == "eager":
@@ -148,6 +151,7 @@ def block_moments(s, r, q: int, step, layer: int, qkv_width: int, softmax_fp32: 
     return {
         "cache update": {**base, **fused, **G.cache_at_update(s, r, step, layer)} if step else {},
         "attention": {**base, **fused, **attention, **after},
+        "c_proj": {**base, **fused, **c_proj, **after},
         "MLP": {**mlp, **after},
     }
 

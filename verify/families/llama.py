@@ -189,7 +189,23 @@ def activations(s, spec, dropout: tuple[float, float, float]) -> dict[str, int]:
 # --- generation and the no-grad forward (verify/families/generation.py) ---------------------------
 
 
-def layer_moments(s, r, q: int, step, layer: int, eager_keys: int | None = None) -> dict[str, dict[str, int]]:
+def norm_working_set(s, r, q: int) -> dict[str, int]:
+    """What an RMSNorm on B·q tokens holds beside its input at its highest. LLaMA (x.float(), x ·
+    rsqrt(mean(x²) + eps), cast back, times the weight): in half precision the fp32 copy of x and
+    the normalized product (8·B·q·h) beside the fp32 variance and rsqrt (8·B·q); in fp32, where the
+    copy and the cast are the tensors themselves, the product and the weighted output (8·B·q·h)
+    beside the variance (4·B·q). Gemma (x.float() normalized, times 1 + w, cast back): the fp32
+    copy and the product, or the product and its product with 1 + w (8·B·q·h), beside rsqrt
+    (4·B·q) in half precision."""
+    n = r.B * q
+    if s.model_type == "gemma":
+        return {"fp32 normalized tensors 8·B·q·h": 8 * n * s.h, "rsqrt 4·B·q": FP32 * n if r.p < FP32 else 0}
+    if r.p < FP32:
+        return {"fp32 copy, normalized product 8·B·q·h": 8 * n * s.h, "variance, rsqrt 8·B·q": 8 * n}
+    return {"normalized product, weighted output 8·B·q·h": 8 * n * s.h, "variance 4·B·q": FP32 * n}
+
+
+def layer_moments(s, r, q: int, step, layer: int) -> dict[str, dict[str, int]]:
     """The highest points of one decoder layer's no-grad forward on q query positions, each with the
     cache as it stands then (`step`: the cache's update in this forward, None without a cache), for
     layer `layer` (0-based; layer 0's input is the embedding output, counted outside). Q = p·B·a·q·d,
@@ -206,6 +222,9 @@ def layer_moments(s, r, q: int, step, layer: int, eager_keys: int | None = None)
       v broadcast to a heads) and the output made contiguous (a copy, Q, for q > 1); sdpa: its
       output (Q) and fp32 logsumexp (4·B·a·q), with k and v repeated under GQA when it gets a mask and
       several queries (a single query is reshaped instead).
+    o_proj: the attention output (Q) and its projection (X) beside the rotated q (and eager's weights).
+    post-attention norm: the layer input, the residual after attention and the norm's working set
+      (norm_working_set).
     MLP: the layer input, the residual after attention, the normed input, and act(gate), up and their
       product (3·p·B·q·f); eager attention's weights (p·B·a·q·keys) live until the layer returns."""
     from verify.families import generation as G
@@ -236,14 +255,17 @@ def layer_moments(s, r, q: int, step, layer: int, eager_keys: int | None = None)
         gqa_copies = repeated if q > 1 and G._sdpa_needs_mask(r, q, keys) else 0
         attention = {"rotated q Q": Q, "k, v repeated to a heads 2·p·B·a·keys·d": gqa_copies,
                      "SDPA output Q": Q, "logsumexp 4·B·a·q": FP32 * B * a * q}
-    mlp = {"residual X": X, "act(gate), up, product 3·p·B·q·f": 3 * p * B * q * s.ffn}
-    if r.attn == "eager":
-        mlp["attention weights p·B·a·q·keys"] = p * B * a * q * keys
+    eager_weights = {"attention weights p·B·a·q·keys": p * B * a * q * keys} if r.attn == "eager" else {}
+    mlp = {"residual X": X, "act(gate), up, product 3·p·B·q·f": 3 * p * B * q * s.ffn, **eager_weights}
+    o_proj = {"rotated q Q": Q, **eager_weights, "attention output Q": Q, "o_proj output X": X}
+    norm = {"layer input X": X if layer else 0, "residual X": X, **norm_working_set(s, r, q), **eager_weights}
     return {
         "RoPE of q": {**base, "q, k, v Q + 2K": Q + 2 * K, "q·cos, rotate_half(q), ·sin 3Q": 3 * Q, **before},
         "RoPE of k": {**base, "q, rotated q, k, v 2Q + 2K": 2 * Q + 2 * K, "k·cos, rotate_half(k), ·sin 3K": 3 * K, **before},
         "cache update": {**base, "rotated q, k and v Q + 2K": Q + 2 * K, **at_update} if step else {},
         "attention": {**base, **attention, **after, **returned},
+        "o_proj": {**base, **o_proj, **after, **returned},
+        "post-attention norm": {**norm, **after},
         "MLP": {**base, **mlp, **after},
     }
 
@@ -269,6 +291,8 @@ def generation_moments(s, spec) -> dict[str, dict[str, int]]:
     for name, terms in layer_moments(s, r, r.S, prefill, s.L - 1).items():
         if terms:
             out[f"prefill: last layer's {name}"] = {**outside(r.S, prefill.keys, 0), **terms}
+    out["prefill: final norm"] = {**outside(r.S, prefill.keys, 0), **G.cache_after(s, r, prefill),
+                                  "last layer's output X": r.p * r.B * r.S * s.h, **norm_working_set(s, r, r.S)}
     for name, terms in G.logits_moments(r, s.V, 0).items():
         out[f"prefill: {name}"] = {**G.generate_state(r), **G.cache_after(s, r, prefill), **terms}
     if r.decodes:
@@ -301,5 +325,6 @@ def forward_moments(s, spec) -> dict[str, dict[str, int]]:
     outside = {**ids, "embeddings p·nh": r.p * n * s.h, "position ids 8S": INDEX_BYTES * r.S,
                "cos, sin 2·p·S·d": 2 * r.p * r.S * s.head_dim, **G.model_mask(r, r.S, r.S)}
     out = {f"forward: last layer's {name}": {**outside, **terms} for name, terms in layer_moments(s, r, r.S, None, s.L - 1).items() if terms}
+    out["forward: final norm"] = {**outside, "last layer's output p·nh": r.p * n * s.h, **norm_working_set(s, r, r.S)}
     out["forward: logits"] = {**ids, "final norm output p·nh": r.p * n * s.h, "logits p·nV": r.p * n * s.V}
     return out
