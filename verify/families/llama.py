@@ -272,11 +272,12 @@ def layer_moments(s, r, q: int, step, layer: int) -> dict[str, dict[str, int]]:
 
 def generation_moments(s, spec) -> dict[str, dict[str, int]]:
     """The candidate peaks of a greedy generation (mode generate) beyond the weights, each as named
-    terms: inside the prefill's last layer (layer_moments), at the prefill's logits, inside the last
-    decode step's last layer (the cache at its longest), at its logits, and inside the first decode
-    step's first layer where a sliding-window cache shrinks from the prompt's S positions to W.
-    Outside the layers: generate()'s tensors, the embedding output (p·B·q·h), RoPE's cos and sin
-    for the B × q position ids (2·p·B·q·d) and the mask (generation.py)."""
+    terms: inside the prefill's last layer (layer_moments), at the prefill's logits and its end,
+    inside the last decode step's last layer (the cache at its longest), at its logits and its end,
+    and inside the first decode step's first layer where a sliding-window cache shrinks from the
+    prompt's S positions to W. Outside the layers (q queries: S in the prefill, 1 in a decode
+    step): generate()'s tensors, the embedding output (p·B·q·h), RoPE's cos and sin for the B × q
+    position ids (2·p·B·q·d) and the mask (generation.py)."""
     from verify.families import generation as G
 
     r = G.run_of(s, spec)
@@ -291,8 +292,6 @@ def generation_moments(s, spec) -> dict[str, dict[str, int]]:
     for name, terms in layer_moments(s, r, r.S, prefill, s.L - 1).items():
         if terms:
             out[f"prefill: last layer's {name}"] = {**outside(r.S, prefill.keys, 0), **terms}
-    out["prefill: final norm"] = {**outside(r.S, prefill.keys, 0), **G.cache_after(s, r, prefill),
-                                  "last layer's output X": r.p * r.B * r.S * s.h, **norm_working_set(s, r, r.S)}
     for name, terms in G.logits_moments(r, s.V, 0).items():
         out[f"prefill: {name}"] = {**G.generate_state(r), **G.cache_after(s, r, prefill), **terms}
     if r.decodes:
@@ -314,8 +313,8 @@ def generation_moments(s, spec) -> dict[str, dict[str, int]]:
 
 def forward_moments(s, spec) -> dict[str, dict[str, int]]:
     """The candidate peaks of one no-grad forward without a cache (mode forward) beyond the weights:
-    inside the last layer (layer_moments) and at the head, where the final norm's output (p·nh) and
-    every position's logits (p·nV) live. Outside the layers: the ids (8n), the embedding output,
+    inside the last layer (layer_moments; the final norm holds less than the post-attention norm)
+    and at the head, where the final norm's output (p·nh) and every position's logits (p·nV) live. Outside the layers: the ids (8n), the embedding output,
     the 1 × S position ids the model makes (8S), RoPE's cos and sin for them (2·p·S·d) and the mask."""
     from verify.families import generation as G
 
@@ -325,6 +324,5 @@ def forward_moments(s, spec) -> dict[str, dict[str, int]]:
     outside = {**ids, "embeddings p·nh": r.p * n * s.h, "position ids 8S": INDEX_BYTES * r.S,
                "cos, sin 2·p·S·d": 2 * r.p * r.S * s.head_dim, **G.model_mask(r, r.S, r.S)}
     out = {f"forward: last layer's {name}": {**outside, **terms} for name, terms in layer_moments(s, r, r.S, None, s.L - 1).items() if terms}
-    out["forward: final norm"] = {**outside, "last layer's output p·nh": r.p * n * s.h, **norm_working_set(s, r, r.S)}
     out["forward: logits"] = {**ids, "final norm output p·nh": r.p * n * s.h, "logits p·nV": r.p * n * s.V}
     return out

@@ -1,5 +1,6 @@
-"""The corrected predictor: the memory of a training step or a generation, term by term, as the
-fake-backend measurements support it. Pure arithmetic on a Shape and a MemorySpec (no torch).
+"""The corrected predictor: the memory of a training step, a generation or a no-grad forward, term
+by term, as the fake-backend measurements support it. Pure arithmetic on a Shape and a MemorySpec
+(no torch).
 
 Persistent categories are exact (params, grads, optimizer state, KV cache; buffers as the
 model's family states them). Activations come from the family (verify/families): counted tensor
@@ -13,6 +14,21 @@ S = 4096: the prediction is 0.15 % low). Not covered, and said so by `covered` /
 `peak_covered` rather than guessed: families without derived activation terms (BLOOM, OPT, MoE
 routing, ...), model_types the registry does not cover, the gaps a family names (GPT-2 under
 autocast), and the peak under checkpointing (the recompute inside backward).
+
+Generation (mode generate) and the no-grad forward (mode forward): the KV cache a generation ends
+with is exact (dynamic and static caches, sliding windows); the peak is the largest of the
+candidate moments the family gives (verify/families/generation.py and each family's
+generation_moments / forward_moments), each the weights plus named terms: inside the prefill's
+last layer (RoPE, the cache update, attention by kind, the output projection, the post-attention
+norm, the MLP), at the prefill's logits and the end of its step, the same inside and after the
+last decode step (the cache at its longest), the first decode step where a window cache shrinks;
+the forward's last layer and its logits (B·S·V). Derived for the LLaMA family (llama, mistral,
+qwen2), Gemma, GPT-2, GPT-BigCode and Falcon with RoPE, eager and SDPA attention; within 0.04 % of
+the trace on shapes the terms were not read from (tests/test_predict_generation.py; the few 8-byte
+special-token scalars generate() keeps are not counted). Not covered, and said so by
+`peak_covered`: the other families (BLOOM, OPT, GPT-J, GPT-NeoX, Phi, Mixtral), Falcon with ALiBi
+or multi-query under SDPA (torch's math kernel), --attn flash, activations other than the one-op
+ones and gelu_new. With gpu_terms, one cuBLAS workspace (no autograd thread).
 
 Symbols: n = B·S tokens, h hidden, V vocabulary, p bytes of the compute dtype; fp32 tensors are
 4 bytes whatever p is.
