@@ -166,10 +166,12 @@ def _sdpa_needs_mask(r: Run, q: int, keys: int) -> bool:
 
 def static_mask(r: Run, q: int, keys: int) -> int:
     """The 4-D mask prepare_inputs_for_generation builds for a static cache, made contiguous (B rows):
-    eager a float mask (p per element), sdpa a boolean one (1 byte) where it needs one."""
+    eager a float mask (p per element); sdpa a boolean one (1 byte) at every decode step (masking_utils
+    does not let a compileable cache skip the mask of a single query) and in the prefill where the
+    keys reach the window."""
     if r.attn == "eager":
         return r.p * r.B * q * keys
-    return r.B * q * keys if _sdpa_needs_mask(r, q, keys) else 0
+    return r.B * q * keys if q == 1 or _sdpa_needs_mask(r, q, keys) else 0
 
 
 def model_mask(r: Run, q: int, keys: int) -> dict[str, int]:
