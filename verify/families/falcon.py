@@ -132,7 +132,7 @@ def layer_moments(s, r, q: int, step, layer: int) -> dict[str, dict[str, int]]:
             "softmax": {"scores, masked scores, softmax 3p·B·a·q·keys": 3 * p * B * a * q * keys},
             "weights @ v": {**weights, "v broadcast to a heads p·B·a·keys·d": broadcast},
             "heads merged": {**weights, "merged copy X": X if q > 1 else 0},
-        })[1]
+        })
     else:
         attention = {"SDPA output Q": Q, "logsumexp 4·B·a·q": FP32 * B * a * q}
     mlp = {"attention output X": X, "dense_h_to_4h, activation 2F": 2 * F}

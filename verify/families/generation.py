@@ -43,6 +43,7 @@ class Run:
 
     @property
     def decodes(self) -> bool:
+        """Whether the run has decode steps (N > 1)."""
         return self.N > 1
 
 
@@ -146,18 +147,15 @@ def cache_after(s, r: Run, step: Step) -> dict[str, int]:
 # --- generate()'s own tensors --------------------------------------------------------------
 
 
-def generate_state(r: Run, position_ids: bool = True) -> dict[str, int]:
+def generate_state(r: Run) -> dict[str, int]:
     """What lives from the first forward to the last: the prompt's ids and attention mask (the
-    caller's), the position ids generate() builds from the mask and keeps for the prompt (models
-    that take position ids), and the unfinished-row flags."""
-    out = {"input ids 8BS": I * r.B * r.S, "attention mask 8BS": I * r.B * r.S}
-    if position_ids:
-        out["prompt position ids 8BS"] = I * r.B * r.S
-    out["unfinished rows 8B"] = I * r.B
-    return out
+    caller's), the position ids generate() builds from the mask and keeps for the prompt (every
+    family here takes position ids), and the unfinished-row flags."""
+    return {"input ids 8BS": I * r.B * r.S, "attention mask 8BS": I * r.B * r.S, "prompt position ids 8BS": I * r.B * r.S,
+            "unfinished rows 8B": I * r.B}
 
 
-def _sdpa_needs_mask(r: Run, q: int, keys: int) -> bool:
+def sdpa_needs_mask(r: Run, q: int, keys: int) -> bool:
     """Whether transformers hands SDPA a mask (masking_utils._ignore_causal_mask_sdpa): only where the
     keys reach the window; otherwise a single query, as many keys as queries or an empty cache (the
     prefill) let SDPA run causal without one."""
@@ -171,7 +169,7 @@ def static_mask(r: Run, q: int, keys: int) -> int:
     keys reach the window."""
     if r.attn == "eager":
         return r.p * r.B * q * keys
-    return r.B * q * keys if q == 1 or _sdpa_needs_mask(r, q, keys) else 0
+    return r.B * q * keys if q == 1 or sdpa_needs_mask(r, q, keys) else 0
 
 
 def model_mask(r: Run, q: int, keys: int) -> dict[str, int]:
@@ -182,7 +180,7 @@ def model_mask(r: Run, q: int, keys: int) -> dict[str, int]:
         return {}
     if r.attn == "eager":
         return {"causal mask p·B·q·keys": r.p * r.B * q * keys}
-    return {"window mask q·keys": q * keys} if _sdpa_needs_mask(r, q, keys) else {}
+    return {"window mask q·keys": q * keys} if sdpa_needs_mask(r, q, keys) else {}
 
 
 def prefill_inputs(r: Run) -> dict[str, int]:
@@ -194,32 +192,28 @@ def prefill_inputs(r: Run) -> dict[str, int]:
     return out
 
 
-def decode_inputs(r: Run, t: int, V: int, position_ids: bool = True) -> dict[str, int]:
+def decode_inputs(r: Run, t: int, V: int) -> dict[str, int]:
     """What decode step t adds to generate_state while its forward runs: the sequence so far
     (S + t tokens: prompt and those generated), the position ids grown with it, the previous step's
     fp32 next-token logits (argmax and the processors keep no copy for greedy), the next tokens,
     and the step's inputs (copies of the last token and position; a static cache's 4-D mask)."""
-    out = {"sequence 8B(S+t)": I * r.B * (r.S + t)}
-    if position_ids:
-        out["position ids 8B(S+t)"] = I * r.B * (r.S + t)
-    out.update({"previous fp32 logits 4BV": FP32 * r.B * V, "next tokens 8B": I * r.B,
-                "step inputs (last token, position) 2·8B": (2 if position_ids else 1) * I * r.B})
+    out = {"sequence 8B(S+t)": I * r.B * (r.S + t), "position ids 8B(S+t)": I * r.B * (r.S + t),
+           "previous fp32 logits 4BV": FP32 * r.B * V, "next tokens 8B": I * r.B,
+           "step inputs (last token, position) 2·8B": 2 * I * r.B}
     if r.static:
         out["static-cache mask"] = static_mask(r, 1, decode_cache(r, t).keys)
     return out
 
 
-def logits_moments(r: Run, V: int, t: int, position_ids: bool = True) -> dict[str, dict[str, int]]:
+def logits_moments(r: Run, V: int, t: int) -> dict[str, dict[str, int]]:
     """After forward t (0: the prefill) returns, _sample keeps its last position's logits (p·BV) until
     the step ends; the position ids have grown by one (S + t + 1); the prefill's inputs are gone, a
     decode step's are kept. Two moments: the fp32 copy of the logits (4BV), made while the previous
     step's copy still lives; and the end of the step, when the sequence grows by the next tokens
     (8B(S + t + 1), beside the old one a decode step drops after; the prefill's old one is the
     caller's prompt) and, after the prefill, the unfinished flags are updated (B bools, 8B)."""
-    grown = {"position ids 8B(S+t+1)": I * r.B * (r.S + t + 1)} if position_ids else {}
-    kept = {}
-    if t:
-        kept = {k: v for k, v in decode_inputs(r, t, V, position_ids).items() if not k.startswith("position ids")}
+    grown = {"position ids 8B(S+t+1)": I * r.B * (r.S + t + 1)}
+    kept = {k: v for k, v in decode_inputs(r, t, V).items() if not k.startswith("position ids")} if t else {}
     logits = {"logits of the last position p·BV": r.p * r.B * V}
     copy = {**grown, **kept, **logits, "fp32 copy 4BV": FP32 * r.B * V}
     end = {**grown, **{k: v for k, v in kept.items() if not k.startswith("previous fp32")}, **logits,
@@ -242,7 +236,6 @@ def activation_gap(s) -> str | None:
     return f"activation {s.activation!r}: the working set is derived for {', '.join(ACTIVATION_TENSORS)}"
 
 
-def largest(candidates: dict[str, dict[str, int]]) -> tuple[str, dict[str, int]]:
-    """The (name, terms) of the candidate with the most bytes."""
-    name = max(candidates, key=lambda k: sum(candidates[k].values()))
-    return name, candidates[name]
+def largest(candidates: dict[str, dict[str, int]]) -> dict[str, int]:
+    """The terms of the candidate (name -> named terms) with the most bytes."""
+    return candidates[max(candidates, key=lambda k: sum(candidates[k].values()))]

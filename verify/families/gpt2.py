@@ -139,7 +139,7 @@ def block_moments(s, r, q: int, step, layer: int, qkv_width: int, softmax_fp32: 
             "softmax": {"scores and softmax": scores},
             "weights @ v": {**weights, "v broadcast to a heads (MQA) p·B·a·keys·d": p * B * a * keys * d if g == 1 < a and B > 1 else 0},
             "heads merged": {**weights, "merged copy X": X if q > 1 else 0},
-        })[1]
+        })
     else:
         attention = {"SDPA output Q": Q, "logsumexp 4·B·a·q": FP32 * B * a * q}
     eager_weights = {"attention weights p·B·a·q·keys": p * B * a * q * keys} if r.attn == "eager" else {}

@@ -250,9 +250,9 @@ def layer_moments(s, r, q: int, step, layer: int) -> dict[str, dict[str, int]]:
                         "masked scores, their fp32 copy, fp32 softmax (p+8)·B·a·q·keys": scores},
             "weights @ v": {**weights, "v broadcast to a heads (MQA) p·B·a·keys·d": p * B * a * keys * d if g == 1 < a and B > 1 else 0},
             "output made contiguous": {**weights, "contiguous copy Q": Q if q > 1 else 0},
-        })[1]
+        })
     else:
-        gqa_copies = repeated if q > 1 and G._sdpa_needs_mask(r, q, keys) else 0
+        gqa_copies = repeated if q > 1 and G.sdpa_needs_mask(r, q, keys) else 0
         attention = {"rotated q Q": Q, "k, v repeated to a heads 2·p·B·a·keys·d": gqa_copies,
                      "SDPA output Q": Q, "logsumexp 4·B·a·q": FP32 * B * a * q}
     eager_weights = {"attention weights p·B·a·q·keys": p * B * a * q * keys} if r.attn == "eager" else {}
