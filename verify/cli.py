@@ -276,6 +276,7 @@ def corrected_prediction(spec, result) -> dict:
         "terms": pred.terms,
         "moments": pred.moments,
         "peak_moment": pred.peak_moment,
+        "peak_moment_terms": pred.moment_terms.get(pred.peak_moment, {}),
         "totals": {k: {"predicted": v, "measured": measured.get(k), "rel_error": rel_error(v, measured.get(k))} for k, v in totals.items()},
     }
 
@@ -520,10 +521,11 @@ def _sharded_fit(args, s, batch: int, seq: int):
 
 def _search(measure_at, spec, s, field: str, usable: int, sharded: bool) -> dict:
     """The largest batch or seq that fits, measured at it and one above (verify.predict.fit),
-    started where the corrected predictor says (single-GPU training it covers)."""
+    started where the corrected predictor says (single-GPU runs whose peak it covers; for other
+    generations, the exact weights and KV cache)."""
     import dataclasses
 
-    from verify.predict.fit import largest_fitting, predicted_peak, predicted_start
+    from verify.predict.fit import largest_fitting, predicted_peak, predicted_start, predicts_peak
 
     if field == "batch":
         limit = MAX_BATCH
@@ -538,7 +540,8 @@ def _search(measure_at, spec, s, field: str, usable: int, sharded: bool) -> dict
     grid = sorted({max(1, round(top * i / 24)) for i in range(25)})
     curve = {x: predicted(x) for x in grid} if start is not None else {}
     return {f"max_{field}": d.pop("largest"), "field": field, "predicted_start": start, **d,
-            "predicted_peaks": {x: v for x, v in curve.items() if v is not None}}
+            "predicted_peaks": {x: v for x, v in curve.items() if v is not None},
+            "predicted_is_peak": not sharded and predicts_peak(spec)}
 
 
 def _fit_text(out: dict, budget) -> str:
@@ -580,7 +583,7 @@ def _fit_text(out: dict, budget) -> str:
         lines.append(f"  {name}={best} is the largest searched (the model's limit or the search cap)")
     if not out["predicted_start"]:
         how = " (no prediction covers this run)"
-    elif out["spec"]["mode"] == "train":
+    elif out.get("predicted_is_peak"):
         how = ", the corrected predictor's answer"
     else:
         how = ", the answer of the exact weights and KV cache alone (a lower bound of the peak)"
@@ -601,7 +604,7 @@ def _fit_plot(out: dict, budget, path: str):
     sp = out["spec"]
     title = f"{out['model']} {sp['mode']} {sp['dtype']} {sp['precision']} on {budget.name}"
     predicted = out.get("predicted_peaks") or {}
-    label = "corrected predictor" if sp["mode"] == "train" else "exact weights + KV cache (lower bound)"
+    label = "corrected predictor" if out.get("predicted_is_peak") else "exact weights + KV cache (lower bound)"
     return fit_plot({int(k): v for k, v in points.items()}, budget.usable_bytes, budget.total_bytes, xlabel, title, path,
                     predicted={int(k): v for k, v in predicted.items()}, predicted_label=label)
 

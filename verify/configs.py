@@ -59,6 +59,7 @@ class Shape:
     qk_norm: bool | None  # norms over d_head on q and k in every block (Phi's qk_layernorm)
     sliding_window: int | None  # every layer attends to and caches at most this many positions (Mistral); None: no window
     kv_cache_heads: int | None  # key/value heads the KV cache holds (kv_heads; all heads in Falcon's new decoder architecture)
+    activation: str | None = None  # the MLP's activation as transformers names it (ACT2FN: silu, gelu_new, ...); None: not read
 
     def as_dict(self) -> dict:
         return asdict(self)

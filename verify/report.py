@@ -48,6 +48,8 @@ def memory_table(out: dict) -> str:
         rows = [(k, _b(t["predicted"]), _b(t["measured"]), fmt_rel(t["rel_error"])) for k, t in corrected["totals"].items()]
         parts += ["", tabulate(rows, headers=["corrected predictor (verify/predict.py)", "predicted bytes", "measured bytes", "error"],
                                colalign=("left", "right", "right", "right"))]
+    if corrected.get("peak_moment"):
+        parts.append(f"predicted peak at: {corrected['peak_moment']}")
     if corrected.get("not_covered"):
         parts.append(f"not predicted here: {corrected['not_covered']}")
     return "\n".join(parts)

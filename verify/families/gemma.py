@@ -23,7 +23,7 @@ def fields(config) -> dict:
         "attn_bias": bias, "o_bias": bias, "mlp_bias": False, "embed_norm": False,
         "norms_per_layer": 2, "final_norm": True, "fused_qkv": False, "parallel_attn": False,
         "position_rows": 0, "rotary_dim": config.head_dim, "head_bias": False, "embed_dim": config.hidden_size,
-        "qk_norm": False, "sliding_window": None, "ffn": config.intermediate_size,
+        "qk_norm": False, "sliding_window": None, "ffn": config.intermediate_size, "activation": config.hidden_act,
     }
 
 
@@ -46,3 +46,11 @@ def buffers(s, p: int) -> dict[str, int]:
     """RoPE's inverse frequencies over the whole head, and the embedding's scale √h: one element
     of the weights' dtype (p bytes)."""
     return {**rope_inv_freq(s.head_dim), "embedding scale p": p}
+
+
+# --- generation and the no-grad forward: the LLaMA block's (llama.py) -----------------------------
+# Gemma's embedding is scaled by √h (the scaled output is the one kept), its RMSNorm computes 1 + w
+# and returns in the input's dtype, its gated MLP uses GELU-tanh (one op, as SiLU): the tensors alive at
+# each moment are the LLaMA block's, with Gemma's own head_dim.
+
+from verify.families.llama import forward_moments, generation_moments  # noqa: E402,F401

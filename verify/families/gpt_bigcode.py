@@ -31,7 +31,7 @@ def fields(config) -> dict:
         "attn_bias": True, "o_bias": True, "mlp_bias": True, "embed_norm": False,
         "norms_per_layer": 2, "final_norm": True, "fused_qkv": True, "parallel_attn": False,
         "position_rows": config.n_positions, "rotary_dim": 0, "head_bias": False, "embed_dim": h,
-        "qk_norm": False, "sliding_window": None, "ffn": config.n_inner or 4 * h,
+        "qk_norm": False, "sliding_window": None, "ffn": config.n_inner or 4 * h, "activation": config.activation_function,
         "kv_heads": 1 if config.multi_query else config.n_head,
     }
 
@@ -192,3 +192,19 @@ def layer_backward(t, i: int, s, spec, opts: Options) -> None:
 
 TRAINING = Training(layer_forward, gpt2.outside_saved, gpt2.head_backward, layer_backward, gpt2.embedding_backward,
                     gpt2.forward_end, gaps, options)
+
+
+# --- generation and the no-grad forward: the GPT-2 block's (gpt2.py) ------------------------------
+
+
+def generation_moments(s, spec) -> dict[str, dict[str, int]]:
+    """GPT-BigCode's generation moments (gpt2.inference_moments): c_attn is h × (h + 2·g·d) (one
+    key/value head under multi-query); eager attention's softmax runs in fp32 and is cast back."""
+    from verify.families.gpt2 import inference_moments
+
+    return inference_moments(s, spec, s.h + 2 * s.kv_heads * s.head_dim, softmax_fp32=True)
+
+
+def forward_moments(s, spec) -> dict[str, dict[str, int]]:
+    """GPT-BigCode's no-grad forward moments (generation_moments' blocks)."""
+    return generation_moments(s, spec)

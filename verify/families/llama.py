@@ -40,7 +40,7 @@ def fields(config) -> dict:
         "attn_bias": qkv_bias, "o_bias": o_bias, "mlp_bias": mlp_bias, "embed_norm": False,
         "norms_per_layer": 2, "final_norm": True, "fused_qkv": False, "parallel_attn": False,
         "position_rows": 0, "rotary_dim": head_dim, "head_bias": False, "embed_dim": config.hidden_size,
-        "qk_norm": False, "ffn": config.intermediate_size,
+        "qk_norm": False, "ffn": config.intermediate_size, "activation": config.hidden_act,
         # Mistral slides every layer; Qwen2's use_sliding_window (off in its releases) is not modelled
         "sliding_window": getattr(config, "sliding_window", None) if mt == "mistral" else None,
     }
@@ -498,3 +498,145 @@ def forward_end(s, spec) -> dict[str, int]:
 
 TRAINING = Training(layer_forward, outside_saved, head_backward, layer_backward, embedding_backward, forward_end,
                     activation_gaps, options)
+
+
+# --- generation and the no-grad forward (verify/families/generation.py) ---------------------------
+
+
+def norm_working_set(s, r, q: int) -> dict[str, int]:
+    """What an RMSNorm on B·q tokens holds beside its input at its highest. LLaMA (x.float(), x ·
+    rsqrt(mean(x²) + eps), cast back, times the weight): in half precision the fp32 copy of x and
+    the normalized product (8·B·q·h) beside the fp32 variance and rsqrt (8·B·q); in fp32, where the
+    copy and the cast are the tensors themselves, the product and the weighted output (8·B·q·h)
+    beside the variance (4·B·q). Gemma (x.float() normalized, times 1 + w, cast back): the fp32
+    copy and the product, or the product and its product with 1 + w (8·B·q·h), beside rsqrt
+    (4·B·q) in half precision."""
+    n = r.B * q
+    if s.model_type == "gemma":
+        return {"fp32 normalized tensors 8·B·q·h": 8 * n * s.h, "rsqrt 4·B·q": FP32 * n if r.p < FP32 else 0}
+    if r.p < FP32:
+        return {"fp32 copy, normalized product 8·B·q·h": 8 * n * s.h, "variance, rsqrt 8·B·q": 8 * n}
+    return {"normalized product, weighted output 8·B·q·h": 8 * n * s.h, "variance 4·B·q": FP32 * n}
+
+
+def layer_moments(s, r, q: int, step, layer: int) -> dict[str, dict[str, int]]:
+    """The highest points of one decoder layer's no-grad forward on q query positions, each with the
+    cache as it stands then (`step`: the cache's update in this forward, None without a cache), for
+    layer `layer` (0-based; layer 0's input is the embedding output, counted outside). Q = p·B·a·q·d,
+    K = p·B·g·q·d, X = p·B·q·h.
+
+    RoPE: q·cos, rotate_half(q) and its product with sin live beside q (3Q more), then the same for
+      k while q and the rotated q live (apply_rotary_pos_emb returns before the caller drops q, k).
+    update: the rotated q and k and v beside the cache at its highest (generation.cache_at_update).
+    attention: eager: matmul, scaling and mask add in p, then softmax in fp32 and its cast to p;
+      softmax(dtype=float32) first copies the masked scores to fp32: (p + 8)·B·a·q·keys live (8 in
+      fp32, where the copy is the scores themselves), beside copies of k and v repeated to a heads
+      under GQA (and a static window's prompt k and v, which the update returns); then the weights
+      (p·B·a·q·keys) times v (with one key/value head repeat_kv is a view, and for B > 1 matmul copies
+      v broadcast to a heads) and the output made contiguous (a copy, Q, for q > 1); sdpa: its
+      output (Q) and fp32 logsumexp (4·B·a·q), with k and v repeated under GQA when it gets a mask and
+      several queries (a single query is reshaped instead).
+    o_proj: the attention output (Q) and its projection (X) beside the rotated q (and eager's weights).
+    post-attention norm: the layer input, the residual after attention and the norm's working set
+      (norm_working_set).
+    MLP: the layer input, the residual after attention, the normed input, and act(gate), up and their
+      product (3·p·B·q·f); eager attention's weights (p·B·a·q·keys) live until the layer returns."""
+    from verify.families import generation as G
+
+    p, B, a, g, d = r.p, r.B, s.heads, s.kv_heads, s.head_dim
+    Q, K, X = p * B * a * q * d, p * B * g * q * d, p * B * q * s.h
+    keys = step.keys if step else q
+    before = G.cache_before_update(s, r, step, layer) if step else {}
+    at_update = G.cache_at_update(s, r, step, layer) if step else {}
+    after = G.cache_before_update(s, r, step, layer + 1) if step else {}
+    returned = {"k, v the update returns (the prompt's) 2K": 2 * K} if step and step.returned_copies else {}
+    if step is None:  # no cache: attention reads the rotated k and v themselves
+        returned = {"rotated k, v 2K": 2 * K}
+    base = {"layer input X": X} if layer else {}
+    base["normed input X"] = X
+    repeated = 2 * p * B * a * keys * d if 1 < g < a else 0  # one key/value head repeats as a view
+    if r.attn == "eager":
+        scores = (p + FP32 + (FP32 if p < FP32 else 0)) * B * a * q * keys
+        weights = {"rotated q Q": Q, "k, v repeated to a heads 2·p·B·a·keys·d": repeated,
+                   "attention weights p·B·a·q·keys": p * B * a * q * keys, "output Q": Q}
+        attention = G.largest({
+            "softmax": {"rotated q Q": Q, "k, v repeated to a heads 2·p·B·a·keys·d": repeated,
+                        "masked scores, their fp32 copy, fp32 softmax (p+8)·B·a·q·keys": scores},
+            "weights @ v": {**weights, "v broadcast to a heads (MQA) p·B·a·keys·d": p * B * a * keys * d if g == 1 < a and B > 1 else 0},
+            "output made contiguous": {**weights, "contiguous copy Q": Q if q > 1 else 0},
+        })
+    else:
+        gqa_copies = repeated if q > 1 and G.sdpa_needs_mask(r, q, keys) else 0
+        attention = {"rotated q Q": Q, "k, v repeated to a heads 2·p·B·a·keys·d": gqa_copies,
+                     "SDPA output Q": Q, "logsumexp 4·B·a·q": FP32 * B * a * q}
+    eager_weights = {"attention weights p·B·a·q·keys": p * B * a * q * keys} if r.attn == "eager" else {}
+    mlp = {"residual X": X, "act(gate), up, product 3·p·B·q·f": 3 * p * B * q * s.ffn, **eager_weights}
+    o_proj = {"rotated q Q": Q, **eager_weights, "attention output Q": Q, "o_proj output X": X}
+    norm = {"layer input X": X if layer else 0, "residual X": X, **norm_working_set(s, r, q), **eager_weights}
+    return {
+        "RoPE of q": {**base, "q, k, v Q + 2K": Q + 2 * K, "q·cos, rotate_half(q), ·sin 3Q": 3 * Q, **before},
+        "RoPE of k": {**base, "q, rotated q, k, v 2Q + 2K": 2 * Q + 2 * K, "k·cos, rotate_half(k), ·sin 3K": 3 * K, **before},
+        "cache update": {**base, "rotated q, k and v Q + 2K": Q + 2 * K, **at_update} if step else {},
+        "attention": {**base, **attention, **after, **returned},
+        "o_proj": {**base, **o_proj, **after, **returned},
+        "post-attention norm": {**norm, **after},
+        "MLP": {**base, **mlp, **after},
+    }
+
+
+def generation_moments(s, spec) -> dict[str, dict[str, int]]:
+    """The candidate peaks of a greedy generation (mode generate) beyond the weights, each as named
+    terms: inside the prefill's last layer (layer_moments), at the prefill's logits and its end,
+    inside the last decode step's last layer (the cache at its longest), at its logits and its end,
+    and inside the first decode step's first layer where a sliding-window cache shrinks from the
+    prompt's S positions to W. Outside the layers (q queries: S in the prefill, 1 in a decode
+    step): generate()'s tensors, the embedding output (p·B·q·h), RoPE's cos and sin for the B × q
+    position ids (2·p·B·q·d) and the mask (generation.py)."""
+    from verify.families import generation as G
+
+    r = G.run_of(s, spec)
+    out = {}
+
+    def outside(q: int, keys: int, t: int) -> dict[str, int]:
+        step_inputs = G.prefill_inputs(r) if t == 0 else G.decode_inputs(r, t, s.V)
+        return {**G.generate_state(r), **step_inputs, "embeddings p·B·q·h": r.p * r.B * q * s.h,
+                "cos, sin 2·p·B·q·d": 2 * r.p * r.B * q * s.head_dim, **G.model_mask(r, q, keys)}
+
+    prefill = G.prefill_cache(r)
+    for name, terms in layer_moments(s, r, r.S, prefill, s.L - 1).items():
+        if terms:
+            out[f"prefill: last layer's {name}"] = {**outside(r.S, prefill.keys, 0), **terms}
+    for name, terms in G.logits_moments(r, s.V, 0).items():
+        out[f"prefill: {name}"] = {**G.generate_state(r), **G.cache_after(s, r, prefill), **terms}
+    if r.decodes:
+        steps = {r.N - 1: s.L - 1}
+        first = G.decode_cache(r, 1)
+        if first.before > first.after:  # a window layer drops the prompt's storage at its first update
+            steps[1] = 0
+        for t, layer in steps.items():
+            step = G.decode_cache(r, t)
+            which = "last" if t == r.N - 1 else "first"
+            for name, terms in layer_moments(s, r, 1, step, layer).items():
+                if terms:
+                    out[f"decode: {which} step, {'last' if layer else 'first'} layer's {name}"] = {**outside(1, step.keys, t), **terms}
+        last = G.decode_cache(r, r.N - 1)
+        for name, terms in G.logits_moments(r, s.V, r.N - 1).items():
+            out[f"decode: last step's {name}"] = {**G.generate_state(r), **G.cache_after(s, r, last), **terms}
+    return out
+
+
+def forward_moments(s, spec) -> dict[str, dict[str, int]]:
+    """The candidate peaks of one no-grad forward without a cache (mode forward) beyond the weights:
+    inside the last layer (layer_moments; the final norm holds less than the post-attention norm)
+    and at the head, where the final norm's output (p·nh) and every position's logits (p·nV) live. Outside the layers: the ids (8n), the embedding output,
+    the 1 × S position ids the model makes (8S), RoPE's cos and sin for them (2·p·S·d) and the mask."""
+    from verify.families import generation as G
+
+    r = G.run_of(s, spec)
+    n = r.B * r.S
+    ids = {"input ids 8n": INDEX_BYTES * n}
+    outside = {**ids, "embeddings p·nh": r.p * n * s.h, "position ids 8S": INDEX_BYTES * r.S,
+               "cos, sin 2·p·S·d": 2 * r.p * r.S * s.head_dim, **G.model_mask(r, r.S, r.S)}
+    out = {f"forward: last layer's {name}": {**outside, **terms} for name, terms in layer_moments(s, r, r.S, None, s.L - 1).items() if terms}
+    out["forward: logits"] = {**ids, "final norm output p·nh": r.p * n * s.h, "logits p·nV": r.p * n * s.V}
+    return out

@@ -124,11 +124,23 @@ def predicted_start(predicted_peak: Callable[[int], int | None], usable: int, li
     return a
 
 
+def predicts_peak(spec) -> bool:
+    """Whether predicted_peak gives the corrected predictor's peak for `spec` (rather than a lower
+    bound of it, or nothing)."""
+    from verify.predict.memory import inputs_for, peak_covered
+
+    try:
+        s = inputs_for(spec.model)[0]
+    except (ValueError, AttributeError, KeyError):
+        return False
+    return s.family is not None and peak_covered(s, spec) is None
+
+
 def predicted_peak(spec, field: str):
     """x -> where the corrected predictor puts the peak of `spec` with `field` = x: its peak where
-    it derives one (training), else for generation its exact persistent terms (weights, buffers,
-    KV cache: a lower bound of the peak, so the search starts at or above the answer); None where
-    it covers neither."""
+    it derives one (training; generation and the forward for the families with derived moments),
+    else for generation its exact persistent terms (weights, buffers, KV cache: a lower bound of the
+    peak, so the search starts at or above the answer); None where it covers neither."""
     from verify.predict.memory import inputs_for, predict
 
     try:

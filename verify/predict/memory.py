@@ -24,7 +24,22 @@ activations other than ReLU; GPT-NeoX with dropout or activations other than GEL
 gelu_fast; GPT-BigCode without multi-query attention or with an activation other than a
 one-kernel GELU; Falcon with ALiBi, biases, the sequential block, the fused 3h qkv, dropout or
 another activation. Not covered either: families without derived terms (Phi, Gemma),
-model_types the registry does not cover, and the peak of a generation or a forward.
+model_types the registry does not cover.
+
+Generation (mode generate) and the no-grad forward (mode forward): the KV cache a generation ends
+with is exact (dynamic and static caches, sliding windows); the peak is the largest of the
+candidate moments the family gives (verify/families/generation.py and each family's
+generation_moments / forward_moments), each the weights plus named terms: inside the prefill's
+last layer (RoPE, the cache update, attention by kind, the output projection, the post-attention
+norm, the MLP), at the prefill's logits and the end of its step, the same inside and after the
+last decode step (the cache at its longest), the first decode step where a window cache shrinks;
+the forward's last layer and its logits (B·S·V). Derived for the LLaMA family (llama, mistral,
+qwen2), Gemma, GPT-2, GPT-BigCode and Falcon with RoPE, eager and SDPA attention; within 0.04 % of
+the trace on shapes the terms were not read from (tests/test_predict_generation.py; the few 8-byte
+special-token scalars generate() keeps are not counted). Not covered, and said so by
+`peak_covered`: the other families (BLOOM, OPT, GPT-J, GPT-NeoX, Phi, Mixtral), Falcon with ALiBi
+or multi-query under SDPA (torch's math kernel), --attn flash, activations other than the one-op
+ones and gelu_new. With gpu_terms, one cuBLAS workspace (no autograd thread).
 
 The terms follow what the fake backend traces on the CPU device: where the CPU's kernels differ
 from CUDA's (SDPA falls back to its math path in fp32 for Falcon's single key/value head, the
@@ -207,6 +222,8 @@ def activations(s, spec, opts: Options) -> dict[str, int]:
 def covered(s, spec, opts: Options = Options()) -> str | None:
     """None if the predictor covers this run (with the config's `opts`: dropout, activation);
     otherwise why not (one line)."""
+    if spec.mode in INFERENCE_MODES:
+        return inference_covered(s, spec)
     family = family_of(s.model_type)
     if family is None:
         return not_in_registry(s.model_type)
@@ -218,6 +235,8 @@ def covered(s, spec, opts: Options = Options()) -> str | None:
 
 def peak_covered(s, spec, opts: Options = Options()) -> str | None:
     """None if the predictor also gives the peak; otherwise why not."""
+    if spec.mode in INFERENCE_MODES:
+        return inference_covered(s, spec)
     if spec.mode != "train":
         return f"the {spec.mode} peak beyond the persistent terms is not derived"
     return covered(s, spec, opts)
@@ -235,6 +254,8 @@ class Prediction:
     peak_not_covered: str | None = None  # why the peak is not predicted for this run (None: it is)
     cuda_terms: dict[str, int] = field(default_factory=dict)  # what a GPU adds at the peak moment (gpu_terms), in the moments
     traced_peak_bytes: int | None = None  # the peak of the trace alone (what the CPU allocator sees), without cuda_terms
+    moment_terms: dict[str, dict[str, int]] = field(default_factory=dict)  # generate, forward: each moment's named terms
+    # beyond the weights and buffers (the moments hold their sum plus params and buffers, and the CUDA terms with gpu_terms)
 
     def total(self, category: str) -> int | None:
         """The bytes of one category, or None where it is not predicted."""
@@ -250,7 +271,6 @@ def predict(s, spec, T: int, opts: Options = Options()) -> Prediction:
     N = total(exact(s))
     p = dtype_bytes(spec.dtype)
     pw = FP32 if spec.precision == "mixed" else p
-    B, S = spec.batch, spec.seq
     out = Prediction(terms={"params": M.weights(N, pw), "buffers": family.buffers(s, pw)},
                      not_covered=covered(s, spec, opts), peak_not_covered=peak_covered(s, spec, opts))
     terms = out.terms
@@ -262,11 +282,8 @@ def predict(s, spec, T: int, opts: Options = Options()) -> Prediction:
         if out.peak_not_covered is None:
             state = out.total("params") + out.total("buffers") + out.total("optimizer")
             out.moments = dict(train_tape(s, spec, state, N, opts).highest)
-    elif spec.mode == "generate":
-        T_kv = M.cached_positions(S, spec.new_tokens)
-        if s.sliding_window and spec.new_tokens > 1:  # once decoding starts the cache keeps the last W positions
-            T_kv = min(T_kv, s.sliding_window)
-        terms["kv_cache"] = M.kv_cache(s.L, B, T_kv, s.kv_cache_heads, s.head_dim, p)
+    elif spec.mode in INFERENCE_MODES:
+        add_inference(out, s, spec, family)
     if out.moments:
         out.traced_peak_bytes = max(out.moments.values())
         if spec.gpu_terms and spec.backend != "cpu":
@@ -284,9 +301,19 @@ def add_gpu_terms(pred: Prediction, s, spec) -> None:
     moment (all of them until the last layer's backward, all but the last through the middle
     layers', one through the first layer's), LayerNorm's fp32 statistics in half precision and,
     less, checkpointing's CPU RNG states (host memory on a GPU). The allocator's 512-byte
-    rounding (a few hundred KB at most over a step's live tensors) is not predicted."""
-    steps = pred.terms["optimizer"].get("step 4·T", 0) // M.STEP_BYTES
+    rounding (a few hundred KB at most over a step's live tensors) is not predicted.
+
+    Generation and the no-grad forward (no autograd thread): one cuBLAS workspace, allocated at the
+    first matmul (layer 0's first projection, before every moment); no moment falls inside a
+    LayerNorm, whose statistics no-grad frees at once."""
     gpu = C.ARCHS[spec.gpu_arch]
+    if spec.mode in INFERENCE_MODES:  # no autograd thread: one workspace, from the first projection on
+        workspace = C.blas_workspaces(gpu.sm[0], threads=1)
+        for moment in pred.moments:
+            pred.moments[moment] += total(workspace)
+        pred.cuda_terms = dict(workspace)
+        return
+    steps = pred.terms["optimizer"].get("step 4·T", 0) // M.STEP_BYTES
     always = {**C.blas_workspaces(gpu.sm[0], threads=2), **(C.host_optimizer_scalars(steps) if steps else {})}
     per_layer = s.norms_per_layer if s.norm == "layernorm" else 0
     outside = int(bool(s.final_norm)) + int(bool(s.embed_norm)) if s.norm == "layernorm" else 0
@@ -311,6 +338,47 @@ def add_gpu_terms(pred: Prediction, s, spec) -> None:
     for moment, terms in extra.items():
         pred.moments[moment] += total(terms)
     pred.cuda_terms = extra[max(pred.moments, key=pred.moments.get)]
+
+
+# --- generation and the no-grad forward -------------------------------------------------------
+
+INFERENCE_MODES = ("generate", "forward")  # the modes whose moments the families give (generation.py)
+
+
+def inference_covered(s, spec) -> str | None:
+    """None if the predictor gives the peak of this generation or no-grad forward; otherwise why not."""
+    from verify.families import generation as G
+
+    family = family_of(s.model_type)
+    if family is None:
+        return not_in_registry(s.model_type)
+    moments = family.generation_moments if spec.mode == "generate" else family.forward_moments
+    if moments is None:
+        derived = ", ".join(f.label for f in FAMILIES if (f.generation_moments if spec.mode == "generate" else f.forward_moments))
+        return f"the {spec.mode} peak is derived for {derived}, not {s.model_type}"
+    if spec.attn not in ("eager", "sdpa"):
+        return f"the {spec.mode} peak is derived for eager and sdpa attention, not {spec.attn}"
+    if spec.quant != "none":
+        return f"the {spec.mode} peak is derived for unquantized weights, not --quant {spec.quant}"
+    return G.activation_gap(s) or (family.inference_gaps(s, spec) if family.inference_gaps else None)
+
+
+def add_inference(out: Prediction, s, spec, family) -> None:
+    """The terms and moments of a generation or a no-grad forward: the KV cache the generation ends
+    with (exact: every layer's storage, verify/families/generation.py final_cache_positions: S + N − 1
+    positions, W for a sliding window once decoding starts, a static cache's preallocated length),
+    and, where inference_covered is None, the family's moments plus the weights and buffers."""
+    from verify.families import generation as G
+
+    r = G.run_of(s, spec)
+    if spec.mode == "generate":
+        out.terms["kv_cache"] = M.kv_cache(s.L, r.B, G.final_cache_positions(r), s.kv_cache_heads, s.head_dim, r.p)
+    if out.peak_not_covered is not None:
+        return
+    moments = (family.generation_moments if spec.mode == "generate" else family.forward_moments)(s, spec)
+    weights = out.total("params") + out.total("buffers")
+    out.moment_terms = {name: {k: v for k, v in terms.items() if v} for name, terms in moments.items()}
+    out.moments = {name: weights + total(terms) for name, terms in moments.items()}
 
 
 def inputs_for(model: str) -> tuple:
