@@ -17,7 +17,7 @@ from __future__ import annotations
 from verify.units import INDEX_BYTES, dtype_bytes
 
 from verify.families.blocks import FP32, attention, mlp, norm
-from verify.families.tape import (GRAD, Options, Training, add_into, layernorm_backward, layernorm_forward, linear_backward,
+from verify.families.tape import (GRAD, Options, Training, add_into, dims, layernorm_backward, layernorm_forward, linear_backward,
                                   linear_forward)
 
 MODEL_TYPES = ("bloom",)
@@ -55,13 +55,6 @@ def buffers(s, p: int) -> dict[str, int]:
 
 
 # --- training: what the forward keeps for backward, and the backward on a tape ----------------
-
-
-def _dims(s, spec) -> tuple:
-    """(p, B, S, n, mixed, stream bytes) of a run."""
-    p = dtype_bytes(spec.dtype)
-    mixed = spec.precision == "mixed"
-    return p, spec.batch, spec.seq, spec.batch * spec.seq, mixed, FP32 if mixed else p
 
 
 def options(config) -> Options:
@@ -127,7 +120,7 @@ def layer_forward(t, i: int, s, spec, opts: Options) -> None:
     by BLOOM's GeLU function, and the GeLU's output (p·nf each); in pure precision the norms'
     outputs, under autocast each projection's weight copy and input cast. The scores and the
     masked scores (p·B·a·S² and the stream's dtype) live until the attention returns."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     lt = t.scope(f"layer {i}: ")
     h, f, a = s.h, s.ffn, s.heads
     sq = B * a * S * S
@@ -172,7 +165,7 @@ def outside_saved(s, spec, opts: Options) -> dict[str, int]:
     1/std, ln_f's (and its output, kept by the head, in pure precision; under autocast the head's
     cast of it and its weight copy, V·h·p), the input ids; with checkpointing the ALiBi bias
     (B·a×S in the stream's dtype) and the B×S×S float mask every block's recompute reads."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     out = {"embedding norm: input": stream * n * s.h, "embedding norm: mean": stream * n, "embedding norm: rstd": stream * n,
            "ln_f: input": stream * n * s.h, "ln_f: mean": stream * n, "ln_f: rstd": stream * n}
     if mixed:
@@ -200,7 +193,7 @@ def forward_end(s, spec) -> dict[str, int]:
 def head_backward(t, s, spec) -> None:
     """From the logits' gradient to the last block's output's ("dy"): the tied head (the
     embedding's first gradient, V·h·p_w; its own when untied) and ln_f."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     saved = ("head weight copy", "head input cast") if mixed else ("ln_f: out",)
     linear_backward(t, "embedding" if s.tied else "head", s.V * s.h, "ln_f: gy", n * s.h, p, mixed, ("grad logits",),
                     cast_input=mixed, saved=saved)
@@ -210,7 +203,7 @@ def head_backward(t, s, spec) -> None:
 def layer_backward(t, i: int, s, spec, opts: Options) -> None:
     """Block i's backward from its output's gradient ("dy") to its input's ("dy"); with
     checkpointing the recompute first."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     lt = t.scope(f"layer {i}: ")
     h, f, a = s.h, s.ffn, s.heads
     sq = B * a * S * S
@@ -271,7 +264,7 @@ def layer_backward(t, i: int, s, spec, opts: Options) -> None:
 def embedding_backward(t, s, spec) -> None:
     """Below the first block: the embedding LayerNorm's backward, then the embedding's gradient
     (V·h·p_w; tied: added to the head's out of place)."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     g = layernorm_backward(t, "embedding norm", "dy", n, s.h, stream, stream, None)
     if s.tied:
         t.alloc("embedding grad", stream * s.V * s.h)

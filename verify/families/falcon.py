@@ -15,7 +15,7 @@ from __future__ import annotations
 from verify.units import INDEX_BYTES, dtype_bytes
 
 from verify.families.blocks import FP32, attention, mlp, norm, rope_inv_freq
-from verify.families.tape import (GRAD, Options, Training, add_into, layernorm_backward, layernorm_forward,
+from verify.families.tape import (GRAD, Options, Training, add_into, dims, layernorm_backward, layernorm_forward,
                                   layernorm_stats, linear_backward, linear_forward, rope_backward, rope_forward)
 
 MODEL_TYPES = ("falcon",)
@@ -72,13 +72,6 @@ def buffers(s, p: int) -> dict[str, int]:
 # --- training: what the forward keeps for backward, and the backward on a tape ----------------
 
 
-def _dims(s, spec) -> tuple:
-    """(p, B, S, n, mixed, stream bytes) of a run."""
-    p = dtype_bytes(spec.dtype)
-    mixed = spec.precision == "mixed"
-    return p, spec.batch, spec.seq, spec.batch * spec.seq, mixed, FP32 if mixed else p
-
-
 def options(config) -> Options:
     """Falcon's dropout (hidden_dropout on the residual, attention_dropout), its activation and
     which of its three attention layouts the config picks: "new" (new_decoder_architecture: k and
@@ -128,7 +121,7 @@ def layer_forward(t, i: int, s, spec, opts: Options) -> None:
     1/std and (pure precision) output; what attention keeps; the MLP's h→f output and GELU's;
     under autocast each projection's copy of its transposed weight (FalconLinear multiplies by
     weight.T: a cast per call, not autocast's cached copy) and its input cast."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     lt = t.scope(f"layer {i}: ")
     h, f = s.h, s.ffn
     two = s.norms_per_layer == 2
@@ -158,7 +151,7 @@ def _attention_forward(lt, s, spec, opts: Options) -> None:
     kernel keeps q, k, v, its output (p·nh), the fp32 logsumexp (4·B·a·S) and the mask made
     additive (p·B·S²); with one k head (multi-query) the math path runs in fp32 and keeps fp32
     copies of q (scaled), kᵀ and v broadcast (4nh each) and the fp32 softmax (4·B·a·S²)."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     h, a, d = s.h, s.heads, s.head_dim
     g, kh = _kv(s, opts)
     w = (a + 2 * g) * d
@@ -268,7 +261,7 @@ def outside_saved(s, spec, opts: Options) -> dict[str, int]:
     the embeddings' dtype: fp32 under autocast); the input ids; with checkpointing the position
     ids and the mask every recompute reads (eager: B×S×S additive, stream's dtype; SDPA: S×S
     boolean)."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     out = {"ln_f: input": stream * n * s.h, "ln_f: mean": stream * n, "ln_f: rstd": stream * n}
     if mixed:
         out.update({"head input cast": p * n * s.h, "head weight copy": p * s.V * s.h})
@@ -290,7 +283,7 @@ def forward_end(s, spec) -> dict[str, int]:
 
 def head_backward(t, s, spec) -> None:
     """From the logits' gradient to the last layer's output's ("dy"): the head and ln_f."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     saved = ("head weight copy", "head input cast") if mixed else ("ln_f: out",)
     linear_backward(t, "embedding" if s.tied else "head", s.V * s.h, "ln_f: gy", n * s.h, p, mixed, ("grad logits",),
                     cast_input=mixed, saved=saved)
@@ -300,7 +293,7 @@ def head_backward(t, s, spec) -> None:
 def layer_backward(t, i: int, s, spec, opts: Options) -> None:
     """Layer i's backward from its output's gradient ("dy") to its input's ("dy"): the MLP, the
     attention, then the norms, whose input gradients are added into dy (the residual's)."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     lt = t.scope(f"layer {i}: ")
     h, f = s.h, s.ffn
     ck, two = spec.checkpointing, s.norms_per_layer == 2
@@ -343,7 +336,7 @@ def _flash_path(s, spec, opts: Options) -> bool:
 def _attention_backward(lt, i: int, s, spec, opts: Options) -> None:
     """The backward of `_attention_forward` from the re-merged heads' gradient ("d attn out") to
     the fused projection's ("d qkv")."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     h, a, d = s.h, s.heads, s.head_dim
     g, kh = _kv(s, opts)
     w = (a + 2 * g) * d
@@ -403,7 +396,7 @@ def _kept(s, spec, opts: Options, clone: bool) -> tuple[str, str, str]:
 
 def _math_backward(lt, s, spec, opts: Options, clone: bool) -> None:
     """SDPA's fp32 math path back from "d attn out" to "dq", "dk", "dv" (p; fp32 when p is)."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     h, a, d = s.h, s.heads, s.head_dim
     g, kh = _kv(s, opts)
     sq = B * a * S * S
@@ -449,7 +442,7 @@ def _math_backward(lt, s, spec, opts: Options, clone: bool) -> None:
 
 def _eager_backward(lt, s, spec, opts: Options, clone: bool) -> None:
     """Eager attention back from "d attn out" to "dq", "dk", "dv"."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     h, a, d = s.h, s.heads, s.head_dim
     g, kh = _kv(s, opts)
     sq = B * a * S * S
@@ -492,7 +485,7 @@ def _eager_backward(lt, s, spec, opts: Options, clone: bool) -> None:
 
 def embedding_backward(t, s, spec) -> None:
     """The embedding's gradient (V·h·p_w; tied: added to the head's out of place)."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     if s.tied:
         t.alloc("embedding grad", stream * s.V * s.h)
         t.free("dy")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from verify.units import INDEX_BYTES, dtype_bytes
 
 from verify.families.blocks import FP32, attention, mlp, norm
-from verify.families.tape import (GRAD, Options, Training, add_into, dropout_backward, dropout_forward, gelu_tanh_backward,
+from verify.families.tape import (GRAD, Options, Training, add_into, dims, dropout_backward, dropout_forward, gelu_tanh_backward,
                                   gelu_tanh_forward, layernorm_backward, layernorm_forward, linear_backward, linear_forward)
 
 MODEL_TYPES = ("gpt2",)
@@ -60,13 +60,6 @@ def buffers(s, p: int) -> dict[str, int]:
 # --- training: what the forward keeps for backward, and the backward on a tape ----------------
 
 
-def _dims(s, spec) -> tuple:
-    """(p, B, S, n, mixed, stream bytes) of a run."""
-    p = dtype_bytes(spec.dtype)
-    mixed = spec.precision == "mixed"
-    return p, spec.batch, spec.seq, spec.batch * spec.seq, mixed, FP32 if mixed else p
-
-
 @dataclass(frozen=True)
 class Block:
     """What differs between the GPT-2-style blocks `block_forward` and `block_backward` play (GPT-2
@@ -94,7 +87,7 @@ def block_forward(t, i: int, s, spec, opts: Options, kind: Block) -> None:
     output and what its activation keeps; the residual dropouts' 1-byte masks; in pure precision
     the norms' outputs (kept by c_attn and c_fc); under autocast each projection's weight copy and
     input cast."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     embd, attn_p, resid = opts.dropout
     lt = t.scope(f"layer {i}: ")
     h, f, a, w = s.h, s.ffn, s.heads, qkv_width(s)
@@ -140,7 +133,7 @@ def eager_forward(lt, s, spec, opts: Options) -> None:
     (p·B·a·S²), the mask added (stream's dtype), the softmax (kept; fp32 under autocast, with its
     cast to p, kept), with attention dropout the dropped probabilities (p·B·a·S², kept) and their
     1-byte mask, v copied (B > 1, kept), probs·v and the heads re-merged (p·nh, kept)."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     h, a = s.h, s.heads
     sq = B * a * S * S
     if B > 1:  # q and kᵀ as (B·a)×S×d operands: contiguous copies (views of the fused output when B = 1)
@@ -182,7 +175,7 @@ def outside_saved(s, spec, opts: Options) -> dict[str, int]:
     precision; under autocast the head's cast of it and the head's weight copy, V·h·p), the
     embedding-dropout mask (1 byte per element), the token and position ids; with checkpointing
     and eager attention the B×S×S float mask every block's recompute reads."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     out = {"ln_f: input": stream * n * s.h, "ln_f: mean": stream * n, "ln_f: rstd": stream * n}
     if mixed:
         out.update({"head input cast": p * n * s.h, "head weight copy": p * s.V * s.h})
@@ -212,7 +205,7 @@ def forward_end(s, spec) -> dict[str, int]:
 def head_backward(t, s, spec) -> None:
     """From the logits' gradient to the last block's output's ("dy"): the head's backward (its
     weight's gradient V·h·p_w, the embedding's first one when tied) and ln_f's."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     saved = ("head weight copy", "head input cast") if mixed else ("ln_f: out",)
     linear_backward(t, "embedding" if s.tied else "head", s.V * s.h, "ln_f: gy", n * s.h, p, mixed, ("grad logits",),
                     cast_input=mixed, saved=saved)
@@ -222,7 +215,7 @@ def head_backward(t, s, spec) -> None:
 def block_backward(t, i: int, s, spec, opts: Options, kind: Block) -> None:
     """Block i's backward from the gradient of its output ("dy") to that of its input ("dy"
     again); with checkpointing its recompute first."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     embd, attn_p, resid = opts.dropout
     lt = t.scope(f"layer {i}: ")
     h, f, w = s.h, s.ffn, qkv_width(s)
@@ -279,7 +272,7 @@ def eager_backward(lt, s, spec, opts: Options) -> None:
     the probabilities' gradient, then the dropout's, the softmax's and the scaling's), and the
     gradients of q, kᵀ and v re-laid out and concatenated (3p·nh). With one sequence (B = 1) the
     operands were views of the fused output, and so are some of the gradients."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     h, a = s.h, s.heads
     sq = B * a * S * S
     attn_drop = opts.dropout[1] > 0
@@ -338,7 +331,7 @@ def embedding_backward(t, s, spec) -> None:
     """Below the first block: the embedding dropout's backward, the positions' gradient (summed
     over the batch first, p·S·h, then N·h·p_w) and the token embedding's (V·h·p_w; tied: added
     to the head's out of place)."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     g = "dy"
     if t.live.get("embedding dropout mask") is not None:
         g = dropout_backward(t, "embedding dropout", "dy", n * s.h, stream, ("dy",))

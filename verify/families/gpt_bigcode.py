@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from verify.families import gpt2
 from verify.families.blocks import FP32, attention, mlp, norm
-from verify.families.tape import Options, Training, dropout_backward, dropout_forward
+from verify.families.tape import Options, Training, dims, dropout_backward, dropout_forward
 
 MODEL_TYPES = ("gpt_bigcode",)
 
@@ -87,7 +87,7 @@ def eager_forward(lt, s, spec, opts: Options) -> None:
     half precision) cast back to p (kept without attention dropout), the dropped probabilities
     (p·B·a·S², kept) with their 1-byte mask, v broadcast (B > 1, a copy, kept), probs·v and the
     heads re-merged (p·nh, kept)."""
-    p, B, S, n, mixed, stream = gpt2._dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     h, a = s.h, s.heads
     sq = B * a * S * S
     if B > 1:
@@ -125,7 +125,7 @@ def eager_backward(lt, s, spec, opts: Options) -> None:
     their batched matmuls, the dropout, the cast, the fp32 softmax (4·B·a·S²) and the scaling;
     k's and v's gradients summed over the heads they were broadcast to (p·n·d each), q's re-laid
     out (p·nh), the three concatenated (p·n·w)."""
-    p, B, S, n, mixed, stream = gpt2._dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     h, a, d = s.h, s.heads, s.head_dim
     sq = B * a * S * S
     heads = "d attn out"

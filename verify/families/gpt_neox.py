@@ -20,7 +20,7 @@ from __future__ import annotations
 from verify.units import INDEX_BYTES, dtype_bytes
 
 from verify.families.blocks import FP32, attention, mlp, norm, rope_inv_freq
-from verify.families.tape import (GRAD, Options, Training, add_into, gelu_fast_backward, gelu_fast_forward,
+from verify.families.tape import (GRAD, Options, Training, add_into, dims, gelu_fast_backward, gelu_fast_forward,
                                   layernorm_backward, layernorm_forward, layernorm_stats, linear_backward, linear_forward,
                                   partial_rope_backward, partial_rope_forward)
 
@@ -61,13 +61,6 @@ def buffers(s, p: int) -> dict[str, int]:
 
 
 # --- training: what the forward keeps for backward, and the backward on a tape ----------------
-
-
-def _dims(s, spec) -> tuple:
-    """(p, B, S, n, mixed, stream bytes) of a run."""
-    p = dtype_bytes(spec.dtype)
-    mixed = spec.precision == "mixed"
-    return p, spec.batch, spec.seq, spec.batch * spec.seq, mixed, FP32 if mixed else p
 
 
 def options(config) -> Options:
@@ -114,7 +107,7 @@ def layer_forward(t, i: int, s, spec, opts: Options) -> None:
     the re-merged heads (p·nh); the MLP's h→f output and the activation's (GELU: its output;
     gelu_fast: six intermediates and its output, p·nf each); under autocast each projection's
     weight copy and input cast."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     lt = t.scope(f"layer {i}: ")
     h, f, a, r = s.h, s.ffn, s.heads, s.rotary_dim
     sq = B * a * S * S
@@ -184,7 +177,7 @@ def outside_saved(s, spec, opts: Options) -> dict[str, int]:
     under autocast the head's cast of it and its weight copy; RoPE's cos and sin (S·r each, in
     the compute dtype; fp32 under autocast); the input ids; with checkpointing the position ids
     and, for eager attention, the B×S×S mask every recompute reads."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     out = {"ln_f: input": stream * n * s.h, "ln_f: mean": stream * n, "ln_f: rstd": stream * n}
     if mixed:
         out.update({"head input cast": p * n * s.h, "head weight copy": p * s.V * s.h})
@@ -213,7 +206,7 @@ def forward_end(s, spec) -> dict[str, int]:
 def head_backward(t, s, spec) -> None:
     """From the logits' gradient to the last layer's output's ("dy"): the head (embed_out) and the
     final LayerNorm."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     saved = ("head weight copy", "head input cast") if mixed else ("ln_f: out",)
     linear_backward(t, "embedding" if s.tied else "head", s.V * s.h, "ln_f: gy", n * s.h, p, mixed, ("grad logits",),
                     cast_input=mixed, saved=saved)
@@ -222,7 +215,7 @@ def head_backward(t, s, spec) -> None:
 
 def layer_backward(t, i: int, s, spec, opts: Options) -> None:
     """Layer i's backward from its output's gradient ("dy") to its input's ("dy")."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     lt = t.scope(f"layer {i}: ")
     h, f, a, r = s.h, s.ffn, s.heads, s.rotary_dim
     sq = B * a * S * S
@@ -308,7 +301,7 @@ def eager_core_backward(lt, B: int, n: int, h: int, sq: int, p: int) -> None:
 
 def embedding_backward(t, s, spec) -> None:
     """The embedding's gradient (V·h·p_w; tied: added to the head's out of place)."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     if s.tied:
         t.alloc("embedding grad", stream * s.V * s.h)
         t.free("dy")

@@ -18,7 +18,7 @@ from __future__ import annotations
 from verify.units import INDEX_BYTES, dtype_bytes
 
 from verify.families.blocks import FP32, attention, mlp, norm
-from verify.families.tape import (GRAD, Options, Training, add_into, gelu_tanh_backward, gelu_tanh_forward,
+from verify.families.tape import (GRAD, Options, Training, add_into, dims, gelu_tanh_backward, gelu_tanh_forward,
                                   layernorm_backward, layernorm_forward, linear_backward, linear_forward)
 
 MODEL_TYPES = ("gptj",)
@@ -59,13 +59,6 @@ def buffers(s, p: int) -> dict[str, int]:
 # --- training: what the forward keeps for backward, and the backward on a tape ----------------
 
 
-def _dims(s, spec) -> tuple:
-    """(p, B, S, n, mixed, stream bytes) of a run."""
-    p = dtype_bytes(spec.dtype)
-    mixed = spec.precision == "mixed"
-    return p, spec.batch, spec.seq, spec.batch * spec.seq, mixed, FP32 if mixed else p
-
-
 def options(config) -> Options:
     """GPT-J's dropout (embd_pdrop, attn_pdrop, resid_pdrop) and MLP activation."""
     return Options(dropout=tuple(float(getattr(config, k, 0.0) or 0.0) for k in ("embd_pdrop", "attn_pdrop", "resid_pdrop")),
@@ -93,7 +86,7 @@ def layer_forward(t, i: int, s, spec, opts: Options) -> None:
     interleaved to r (p·S·r each); attention's operands (`_attention_forward`); the MLP's fc_in
     output and gelu_new's four intermediates and output (`gelu_tanh_forward`, p·nf each); under
     autocast each projection's weight copy and input cast."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     lt = t.scope(f"layer {i}: ")
     h, f = s.h, s.ffn
     layernorm_forward(lt, "ln_1", "layer input", n, h, stream)
@@ -116,7 +109,7 @@ def _attention_forward(lt, s, spec) -> None:
     to p), contiguous copies of q and kᵀ (B > 1; kept), the scores and their scaling
     (4·B·a·S²; p under autocast), the mask added and the fp32 softmax (kept), cast to p (kept),
     v re-laid out (B > 1; kept), probs·v and the heads re-merged (p·nh, kept)."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     h, a, r, N = s.h, s.heads, s.rotary_dim, s.max_positions
     sq = B * a * S * S
     e = n * a * r
@@ -180,7 +173,7 @@ def outside_saved(s, spec, opts: Options) -> dict[str, int]:
     """Outside the blocks: ln_f's input, mean, 1/std and (pure precision) output, under autocast
     the head's cast of it and its weight copy; the input ids; with checkpointing the position
     ids and the B×S×S float mask every recompute reads."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     out = {"ln_f: input": stream * n * s.h, "ln_f: mean": stream * n, "ln_f: rstd": stream * n}
     if mixed:
         out.update({"head input cast": p * n * s.h, "head weight copy": p * s.V * s.h})
@@ -207,7 +200,7 @@ def forward_end(s, spec) -> dict[str, int]:
 
 def head_backward(t, s, spec) -> None:
     """From the logits' gradient to the last block's output's ("dy"): the biased head and ln_f."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     saved = ("head weight copy", "head input cast") if mixed else ("ln_f: out",)
     linear_backward(t, "embedding" if s.tied else "head", s.V * s.h, "ln_f: gy", n * s.h, p, mixed, ("grad logits",),
                     cast_input=mixed, saved=saved, bias=s.V)
@@ -217,7 +210,7 @@ def head_backward(t, s, spec) -> None:
 def layer_backward(t, i: int, s, spec, opts: Options) -> None:
     """Block i's backward from its output's gradient ("dy") to its input's: the MLP, attention,
     the three projections (their input gradients summed into ln_1's), ln_1 (added into dy)."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     lt = t.scope(f"layer {i}: ")
     h, f, a, r = s.h, s.ffn, s.heads, s.rotary_dim
     sq = B * a * S * S
@@ -310,7 +303,7 @@ def layer_backward(t, i: int, s, spec, opts: Options) -> None:
 
 def embedding_backward(t, s, spec) -> None:
     """The embedding's gradient (V·h·p_w; tied: added to the head's out of place)."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     if s.tied:
         t.alloc("embedding grad", stream * s.V * s.h)
         t.free("dy")

@@ -19,7 +19,7 @@ from __future__ import annotations
 from verify.units import INDEX_BYTES, dtype_bytes
 
 from verify.families.blocks import FP32, attention, mlp, rope_inv_freq
-from verify.families.tape import GRAD, Options, Training, add_into, linear_backward, rmsnorm_backward, rmsnorm_forward, rope_backward, rope_forward
+from verify.families.tape import GRAD, Options, Training, add_into, dims, linear_backward, rmsnorm_backward, rmsnorm_forward, rope_backward, rope_forward
 
 MODEL_TYPES = ("llama", "mistral", "qwen2")
 
@@ -90,13 +90,6 @@ def activation_gaps(s, spec, opts: Options) -> str | None:
     return None
 
 
-def _dims(s, spec) -> tuple:
-    """(p, B, S, n, mixed, stream bytes) of a run."""
-    p = dtype_bytes(spec.dtype)
-    mixed = spec.precision == "mixed"
-    return p, spec.batch, spec.seq, spec.batch * spec.seq, mixed, FP32 if mixed else p
-
-
 def _matrices(s) -> dict[str, int]:
     """Elements of each weight matrix of one decoder layer."""
     q, kv = s.heads * s.head_dim, s.kv_heads * s.head_dim
@@ -129,7 +122,7 @@ def layer_forward(t, i: int, s, spec, opts: Options) -> None:
 def attention_forward(lt, s, spec) -> None:
     """A layer's attention half (its input "layer input" to the residual stream after attention,
     "x2"): the input RMSNorm, q, k, v, RoPE, attention by kind, o and the residual add."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     a, g, d, h = s.heads, s.kv_heads, s.head_dim, s.h
     w = _matrices(s)
     qe, kve, sq = n * a * d, n * g * d, B * a * S * S
@@ -260,7 +253,7 @@ def mlp_forward(lt, s, spec) -> None:
     """A layer's MLP half on "x2" to its last kept tensor: the RMSNorm and the gated MLP, then
     what the layer held beyond its kept tensors is freed (at the residual add, or where a
     checkpointed recompute stops)."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     h, f = s.h, s.ffn
     w, bias = _matrices(s), _biases(s)
     rmsnorm_forward(lt, "mlp norm", "x2", n, h, p, mixed)
@@ -288,7 +281,7 @@ def outside_saved(s, spec, opts: Options) -> dict[str, int]:
     S·d each, in the compute dtype; fp32 under autocast), the int64 input ids (8n) and the loss
     (`loss_terms`); with checkpointing the position ids (8S) and, for eager attention, the B×S×S
     mask in the stream's dtype, which every layer's recompute reads."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     u = FP32 * n * s.h
     out = {"final norm: fp32 input": u, "final norm: 1/rms": FP32 * n}
     if mixed:
@@ -309,7 +302,7 @@ def head_backward(t, s, spec) -> None:
     """From the logits' gradient ("grad logits") to the last layer's output's ("dy"): the head's
     backward (its weight's gradient V·h·p_w: the embedding's first one when tied) and the final
     RMSNorm's."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     weight = "embedding" if s.tied else "head"
     saved = ("head weight copy", "head input cast") if mixed else ("final norm: × weight",)
     linear_backward(t, weight, s.V * s.h, "final norm: gy", n * s.h, p, mixed, ("grad logits",), cast_input=mixed, saved=saved)
@@ -322,7 +315,7 @@ def layer_backward(t, i: int, s, spec, opts: Options) -> None:
     gradient of its input (named "dy" again), freeing what the layer kept as its last user does;
     with checkpointing it starts with the recompute (`layer_forward`) as soon as backward needs
     a kept tensor."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     lt = t.scope(f"layer {i}: ")
     if mixed:  # the residual add hands dy to the MLP, cast to the MLP's dtype under autocast
         lt.alloc("d mlp out", p * n * s.h)
@@ -335,7 +328,7 @@ def layer_backward(t, i: int, s, spec, opts: Options) -> None:
 def mlp_backward(lt, s, spec) -> None:
     """The gated MLP's backward and its RMSNorm's, from dy (kept in the residual stream) to dy
     with the MLP's input gradient added."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     f, h = s.ffn, s.h
     w, bias = _matrices(s), _biases(s)
     ck = spec.checkpointing
@@ -361,7 +354,7 @@ def mlp_backward(lt, s, spec) -> None:
 def attention_backward(lt, i: int, s, spec) -> None:
     """Layer i's attention backward and its input RMSNorm's, from dy to the gradient of the
     layer's input (dy again)."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     a, g, d, h = s.heads, s.kv_heads, s.head_dim, s.h
     w, bias = _matrices(s), _biases(s)
     qe, kve = n * a * d, n * g * d  # elements of q and of k (v)
@@ -472,7 +465,7 @@ def embedding_backward(t, s, spec) -> None:
     """The embedding's backward: its weight's gradient (V·h·p_w) from the first layer's input
     gradient ("dy", freed after); a tied embedding has the head's already, and the two are added
     out of place (V·h·p_w more for a moment)."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     if s.tied:  # the head's gradient is the embedding's already: this one is added to it out of place
         t.alloc("embedding grad", stream * s.V * s.h)
         t.free("dy")

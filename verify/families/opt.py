@@ -21,7 +21,7 @@ from __future__ import annotations
 from verify.units import INDEX_BYTES, dtype_bytes
 
 from verify.families.blocks import FP32, attention, mlp, norm
-from verify.families.tape import (GRAD, Options, Training, add_into, dropout_backward, dropout_forward, layernorm_backward,
+from verify.families.tape import (GRAD, Options, Training, add_into, dims, dropout_backward, dropout_forward, layernorm_backward,
                                   layernorm_forward, linear_backward, linear_forward)
 
 MODEL_TYPES = ("opt",)
@@ -67,13 +67,6 @@ def buffers(s, p: int) -> dict[str, int]:
 # --- training: what the forward keeps for backward, and the backward on a tape ----------------
 
 
-def _dims(s, spec) -> tuple:
-    """(p, B, S, n, mixed, stream bytes) of a run."""
-    p = dtype_bytes(spec.dtype)
-    mixed = spec.precision == "mixed"
-    return p, spec.batch, spec.seq, spec.batch * spec.seq, mixed, FP32 if mixed else p
-
-
 def options(config) -> Options:
     """OPT's dropout: none on the embeddings, attention_dropout on the attention probabilities,
     dropout after attention and after the MLP; its activation (ReLU in the releases)."""
@@ -98,7 +91,7 @@ def layer_forward(t, i: int, s, spec, opts: Options) -> None:
     (SDPA: as they are, its output and an fp32 logsumexp; eager: contiguous q, kᵀ, v, the fp32
     softmax 4·B·a·S² and its cast, the re-merged output), ReLU's output (p·nf), the residual
     dropouts' 1-byte masks; under autocast each projection's weight copy and input cast."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     resid = opts.dropout[2]
     lt = t.scope(f"layer {i}: ")
     h, f, a = s.h, s.ffn, s.heads
@@ -227,7 +220,7 @@ def outside_saved(s, spec, opts: Options) -> dict[str, int]:
     copies), the embedding output kept by project_in (e ≠ h), the input ids and the position
     ids (8n: positions are per sequence); with checkpointing the unshifted position ids the
     layers are given (8n) and, for eager attention, the B×S×S float mask."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     h, e = s.h, s.embed_dim
     out = {}
     x = "last layer output"  # the tensor the final norm or projection reads
@@ -270,7 +263,7 @@ def forward_end(s, spec) -> dict[str, int]:
 def head_backward(t, s, spec) -> None:
     """From the logits' gradient to the last layer's output's ("dy"): the head (V×e, tied: the
     embedding's first gradient), project_out (e ≠ h) and the final LayerNorm (pre-LN)."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     h, e = s.h, s.embed_dim
     below = ("ln_f: out" if not mixed else None) if s.final_norm else ("last layer output" if not mixed else None)
     if e != h:
@@ -292,7 +285,7 @@ def head_backward(t, s, spec) -> None:
 def layer_backward(t, i: int, s, spec, opts: Options) -> None:
     """Layer i's backward from its output's gradient ("dy") to its input's ("dy"); with
     checkpointing the recompute first."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     resid = opts.dropout[2]
     lt = t.scope(f"layer {i}: ")
     h, f = s.h, s.ffn
@@ -388,7 +381,7 @@ def layer_backward(t, i: int, s, spec, opts: Options) -> None:
 def embedding_backward(t, s, spec) -> None:
     """Below the first layer: project_in (e ≠ h), the positions' gradient ((N+2)·h·p_w, from the
     per-sequence position ids) and the token embedding's (V·e·p_w; tied: added to the head's)."""
-    p, B, S, n, mixed, stream = _dims(s, spec)
+    p, B, S, n, mixed, stream = dims(s, spec)
     h, e = s.h, s.embed_dim
     g = "dy"
     if e != h:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from verify.units import FP32
+from verify.units import FP32, dtype_bytes
 
 
 class Tape:
@@ -99,6 +99,15 @@ class Scope:
 
 
 GRAD = "grad "  # prefix of the parameters' gradients on a tape (they stay live after backward)
+
+
+def dims(s, spec) -> tuple:
+    """(p, B, S, n, mixed, stream) of a training run: p bytes of the compute dtype, B batch, S
+    sequence, n = B·S tokens, mixed (autocast), stream bytes of the residual stream (4 under
+    autocast, else p)."""
+    p = dtype_bytes(spec.dtype)
+    mixed = spec.precision == "mixed"
+    return p, spec.batch, spec.seq, spec.batch * spec.seq, mixed, FP32 if mixed else p
 
 
 def add_into(t, total: str, incoming: str, nbytes: int) -> None:
