@@ -17,8 +17,8 @@ from __future__ import annotations
 from verify.units import INDEX_BYTES, dtype_bytes
 
 from verify.families.blocks import FP32, attention, mlp, norm
-from verify.families.tape import (GRAD, Options, Training, add_into, dims, layernorm_backward, layernorm_forward, linear_backward,
-                                  linear_forward)
+from verify.families.tape import (Options, Training, add_into, dims, layernorm_backward, layernorm_forward,
+                                  linear_backward, linear_forward, token_embedding_backward)
 
 MODEL_TYPES = ("bloom",)
 
@@ -266,13 +266,7 @@ def embedding_backward(t, s, spec) -> None:
     (V·h·p_w; tied: added to the head's out of place)."""
     p, B, S, n, mixed, stream = dims(s, spec)
     g = layernorm_backward(t, "embedding norm", "dy", n, s.h, stream, stream, None)
-    if s.tied:
-        t.alloc("embedding grad", stream * s.V * s.h)
-        t.free(g)
-        add_into(t, GRAD + "embedding", "embedding grad", stream * s.V * s.h)
-    else:
-        t.alloc(GRAD + "embedding", stream * s.V * s.h)
-        t.free(g)
+    token_embedding_backward(t, g, s.tied, stream * s.V * s.h)
 
 
 TRAINING = Training(layer_forward, outside_saved, head_backward, layer_backward, embedding_backward, forward_end,

@@ -15,7 +15,7 @@ from __future__ import annotations
 from verify.units import INDEX_BYTES, dtype_bytes
 
 from verify.families.blocks import FP32, attention, mlp, norm, rope_inv_freq
-from verify.families.tape import (GRAD, Options, Training, add_into, dims, layernorm_backward, layernorm_forward,
+from verify.families.tape import (Options, Training, dims, embedding_backward, layernorm_backward, layernorm_forward,
                                   layernorm_stats, linear_backward, linear_forward, rope_backward, rope_forward)
 
 MODEL_TYPES = ("falcon",)
@@ -483,16 +483,6 @@ def _eager_backward(lt, s, spec, opts: Options, clone: bool) -> None:
         lt.free("dkᵀ exp")
 
 
-def embedding_backward(t, s, spec) -> None:
-    """The embedding's gradient (V·h·p_w; tied: added to the head's out of place)."""
-    p, B, S, n, mixed, stream = dims(s, spec)
-    if s.tied:
-        t.alloc("embedding grad", stream * s.V * s.h)
-        t.free("dy")
-        add_into(t, GRAD + "embedding", "embedding grad", stream * s.V * s.h)
-    else:
-        t.alloc(GRAD + "embedding", stream * s.V * s.h)
-        t.free("dy")
 
 
 TRAINING = Training(layer_forward, outside_saved, head_backward, layer_backward, embedding_backward, forward_end,

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from verify.units import INDEX_BYTES, dtype_bytes
 
 from verify.families.blocks import FP32, attention, mlp, norm
-from verify.families.tape import (GRAD, Options, Training, add_into, dims, dropout_backward, dropout_forward, gelu_tanh_backward,
-                                  gelu_tanh_forward, layernorm_backward, layernorm_forward, linear_backward, linear_forward)
+from verify.families.tape import (GRAD, Options, Training, dims, dropout_backward, dropout_forward, gelu_tanh_backward,
+                                  gelu_tanh_forward, layernorm_backward, layernorm_forward, linear_backward,
+                                  linear_forward, token_embedding_backward)
 
 MODEL_TYPES = ("gpt2",)
 
@@ -339,13 +340,7 @@ def embedding_backward(t, s, spec) -> None:
         t.alloc("d positions", stream * S * s.h)
     t.alloc(GRAD + "positions", stream * s.max_positions * s.h)
     t.free(*(("d positions",) if B > 1 else ()), "position ids")
-    if s.tied:
-        t.alloc("embedding grad", stream * s.V * s.h)
-        t.free(g)
-        add_into(t, GRAD + "embedding", "embedding grad", stream * s.V * s.h)
-    else:
-        t.alloc(GRAD + "embedding", stream * s.V * s.h)
-        t.free(g)
+    token_embedding_backward(t, g, s.tied, stream * s.V * s.h)
 
 
 def options(config) -> Options:

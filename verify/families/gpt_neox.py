@@ -20,9 +20,10 @@ from __future__ import annotations
 from verify.units import INDEX_BYTES, dtype_bytes
 
 from verify.families.blocks import FP32, attention, mlp, norm, rope_inv_freq
-from verify.families.tape import (GRAD, Options, Training, add_into, dims, gelu_fast_backward, gelu_fast_forward,
-                                  layernorm_backward, layernorm_forward, layernorm_stats, linear_backward, linear_forward,
-                                  partial_rope_backward, partial_rope_forward)
+from verify.families.tape import (Options, Training, add_into, dims, embedding_backward, gelu_fast_backward,
+                                  gelu_fast_forward, layernorm_backward, layernorm_forward, layernorm_stats,
+                                  linear_backward, linear_forward, partial_rope_backward, partial_rope_forward,
+                                  softmax_backward)
 
 MODEL_TYPES = ("gpt_neox",)
 
@@ -280,17 +281,7 @@ def eager_core_backward(lt, B: int, n: int, h: int, sq: int, p: int) -> None:
     lt.alloc("dv", p * n * h)
     lt.alloc("d probs", p * sq)
     lt.free(g, "v" if B > 1 else "qkv")
-    if p != FP32:
-        lt.free("softmax")
-        lt.alloc("d probs fp32", FP32 * sq)
-        lt.free("d probs")
-        lt.rename("d probs fp32", "d probs")
-    lt.alloc("d softmax", FP32 * sq)
-    lt.free("d probs", "softmax fp32")
-    if p != FP32:
-        lt.alloc("d masked", p * sq)
-        lt.free("d softmax")
-        lt.rename("d masked", "d softmax")
+    softmax_backward(lt, p, sq, "d masked")
     lt.alloc("d scores", p * sq)
     lt.free("d softmax")
     lt.alloc("dkᵀ", p * n * h)
@@ -299,16 +290,6 @@ def eager_core_backward(lt, B: int, n: int, h: int, sq: int, p: int) -> None:
     lt.rename("dkᵀ", "dk")
 
 
-def embedding_backward(t, s, spec) -> None:
-    """The embedding's gradient (V·h·p_w; tied: added to the head's out of place)."""
-    p, B, S, n, mixed, stream = dims(s, spec)
-    if s.tied:
-        t.alloc("embedding grad", stream * s.V * s.h)
-        t.free("dy")
-        add_into(t, GRAD + "embedding", "embedding grad", stream * s.V * s.h)
-    else:
-        t.alloc(GRAD + "embedding", stream * s.V * s.h)
-        t.free("dy")
 
 
 TRAINING = Training(layer_forward, outside_saved, head_backward, layer_backward, embedding_backward, forward_end,

@@ -18,7 +18,7 @@ from __future__ import annotations
 from verify.units import INDEX_BYTES, dtype_bytes
 
 from verify.families.blocks import FP32, attention, mlp, norm
-from verify.families.tape import (GRAD, Options, Training, add_into, dims, gelu_tanh_backward, gelu_tanh_forward,
+from verify.families.tape import (Options, Training, dims, embedding_backward, gelu_tanh_backward, gelu_tanh_forward,
                                   layernorm_backward, layernorm_forward, linear_backward, linear_forward)
 
 MODEL_TYPES = ("gptj",)
@@ -301,16 +301,6 @@ def layer_backward(t, i: int, s, spec, opts: Options) -> None:
     layernorm_backward(lt, "ln_1", "d ln_1 out", n, h, stream, stream, "/dy", frame=frame)
 
 
-def embedding_backward(t, s, spec) -> None:
-    """The embedding's gradient (V·h·p_w; tied: added to the head's out of place)."""
-    p, B, S, n, mixed, stream = dims(s, spec)
-    if s.tied:
-        t.alloc("embedding grad", stream * s.V * s.h)
-        t.free("dy")
-        add_into(t, GRAD + "embedding", "embedding grad", stream * s.V * s.h)
-    else:
-        t.alloc(GRAD + "embedding", stream * s.V * s.h)
-        t.free("dy")
 
 
 TRAINING = Training(layer_forward, outside_saved, head_backward, layer_backward, embedding_backward, forward_end,

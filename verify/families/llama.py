@@ -19,7 +19,8 @@ from __future__ import annotations
 from verify.units import INDEX_BYTES, dtype_bytes
 
 from verify.families.blocks import FP32, attention, mlp, rope_inv_freq
-from verify.families.tape import GRAD, Options, Training, add_into, dims, linear_backward, rmsnorm_backward, rmsnorm_forward, rope_backward, rope_forward
+from verify.families.tape import (Options, Training, dims, embedding_backward, linear_backward, rmsnorm_backward,
+                                  rmsnorm_forward, rope_backward, rope_forward, softmax_backward)
 
 MODEL_TYPES = ("llama", "mistral", "qwen2")
 
@@ -429,17 +430,7 @@ def eager_core_backward(lt, B: int, S: int, a: int, g: int, d: int, p: int, mixe
     lt.alloc("dv rep", p * qe)
     lt.alloc("d probs", p * sq)
     lt.free(heads, "v")
-    if p != FP32:
-        lt.free("softmax")
-        lt.alloc("d probs fp32", FP32 * sq)
-        lt.free("d probs")
-        lt.rename("d probs fp32", "d probs")
-    lt.alloc("d softmax", FP32 * sq)
-    lt.free("d probs", "softmax fp32")
-    if p != FP32:
-        lt.alloc("d scores", p * sq)
-        lt.free("d softmax")
-        lt.rename("d scores", "d softmax")
+    softmax_backward(lt, p, sq, "d scores")
     lt.alloc("d scores scaled", p * sq)
     lt.free("d softmax")
     lt.alloc("dk rep", p * qe)
@@ -461,18 +452,6 @@ def eager_core_backward(lt, B: int, S: int, a: int, g: int, d: int, p: int, mixe
         lt.rename("dk rep", "dk")
 
 
-def embedding_backward(t, s, spec) -> None:
-    """The embedding's backward: its weight's gradient (V·h·p_w) from the first layer's input
-    gradient ("dy", freed after); a tied embedding has the head's already, and the two are added
-    out of place (V·h·p_w more for a moment)."""
-    p, B, S, n, mixed, stream = dims(s, spec)
-    if s.tied:  # the head's gradient is the embedding's already: this one is added to it out of place
-        t.alloc("embedding grad", stream * s.V * s.h)
-        t.free("dy")
-        add_into(t, GRAD + "embedding", "embedding grad", stream * s.V * s.h)
-    else:
-        t.alloc(GRAD + "embedding", stream * s.V * s.h)
-        t.free("dy")
 
 
 def forward_end(s, spec) -> dict[str, int]:

@@ -21,8 +21,9 @@ from __future__ import annotations
 from verify.units import INDEX_BYTES, dtype_bytes
 
 from verify.families.blocks import FP32, attention, mlp, norm
-from verify.families.tape import (GRAD, Options, Training, add_into, dims, dropout_backward, dropout_forward, layernorm_backward,
-                                  layernorm_forward, linear_backward, linear_forward)
+from verify.families.tape import (GRAD, Options, Training, dims, dropout_backward, dropout_forward, layernorm_backward,
+                                  layernorm_forward, linear_backward, linear_forward, softmax_backward,
+                                  token_embedding_backward)
 
 MODEL_TYPES = ("opt",)
 POSITION_OFFSET = 2  # OPTLearnedPositionalEmbedding holds max_position_embeddings + 2 rows
@@ -195,17 +196,7 @@ def eager_core_backward(lt, B: int, S: int, a: int, n: int, h: int, p: int, mixe
     lt.alloc("dv", p * n * h)
     lt.alloc("d probs", p * sq)
     lt.free(g, "v copy" if B > 1 else "v")
-    if p != FP32:
-        lt.free("softmax")
-        lt.alloc("d probs fp32", FP32 * sq)
-        lt.free("d probs")
-        lt.rename("d probs fp32", "d probs")
-    lt.alloc("d softmax", FP32 * sq)
-    lt.free("d probs", "softmax fp32")
-    if p != FP32:
-        lt.alloc("d masked", p * sq)
-        lt.free("d softmax")
-        lt.rename("d masked", "d softmax")
+    softmax_backward(lt, p, sq, "d masked")
     lt.alloc("d scores", p * sq)
     lt.free("d softmax")
     lt.alloc("dkᵀ", p * n * h)
@@ -394,13 +385,7 @@ def embedding_backward(t, s, spec) -> None:
         g = "d embedding out"
     t.alloc(GRAD + "positions", stream * (s.max_positions + POSITION_OFFSET) * h)
     t.free(*(("dy",) if e != h else ()), "position ids")
-    if s.tied:
-        t.alloc("embedding grad", stream * s.V * e)
-        t.free(g)
-        add_into(t, GRAD + "embedding", "embedding grad", stream * s.V * e)
-    else:
-        t.alloc(GRAD + "embedding", stream * s.V * e)
-        t.free(g)
+    token_embedding_backward(t, g, s.tied, stream * s.V * e)
 
 
 TRAINING = Training(layer_forward, outside_saved, head_backward, layer_backward, embedding_backward, forward_end,

@@ -118,6 +118,44 @@ def add_into(t, total: str, incoming: str, nbytes: int) -> None:
     t.rename(total + " + " + incoming, total)
 
 
+def token_embedding_backward(t, g: str, tied: bool, nbytes: int) -> None:
+    """The token embedding's weight gradient (nbytes = V·width·p_w) from its output's gradient
+    `g` (freed after); a tied embedding has the head's gradient already, and the two are added out
+    of place (nbytes more for a moment)."""
+    if tied:
+        t.alloc("embedding grad", nbytes)
+        t.free(g)
+        add_into(t, GRAD + "embedding", "embedding grad", nbytes)
+    else:
+        t.alloc(GRAD + "embedding", nbytes)
+        t.free(g)
+
+
+def embedding_backward(t, s, spec) -> None:
+    """Below the first layer of a family with nothing between embedding and layer 0: the token
+    embedding's gradient (V·h·p_w) from the first layer's input gradient ("dy")."""
+    stream = dims(s, spec)[5]
+    token_embedding_backward(t, "dy", s.tied, stream * s.V * s.h)
+
+
+def softmax_backward(lt, p: int, sq: int, cast: str) -> None:
+    """Eager attention's softmax (run in fp32 on p-byte scores) backward, from the probabilities'
+    gradient ("d probs", p·sq) to the scores' ("d softmax", p·sq): up to fp32 (freeing the kept
+    p-byte "softmax"), the softmax's backward against "softmax fp32" (4·sq), and down to p again
+    through a temporary named `cast`."""
+    if p != FP32:
+        lt.free("softmax")
+        lt.alloc("d probs fp32", FP32 * sq)
+        lt.free("d probs")
+        lt.rename("d probs fp32", "d probs")
+    lt.alloc("d softmax", FP32 * sq)
+    lt.free("d probs", "softmax fp32")
+    if p != FP32:
+        lt.alloc(cast, p * sq)
+        lt.free("d softmax")
+        lt.rename(cast, "d softmax")
+
+
 def linear_backward(t, weight: str, w: int, dx: str, x: int, p: int, mixed: bool, frees: tuple[str, ...] = (),
                     cast_input: bool = False, into: str | None = None, bias: int = 0, saved: tuple[str, ...] = (),
                     recomputed: bool = False, conv1d: bool = False) -> None:
