@@ -13,7 +13,7 @@ test: install
 
 # Every backend this machine has: cuda with a GPU, otherwise the CPU backends (meta, fake, cpu).
 # Writes reports/<hardware>/; an interrupted run resumes from the JSONL it left there.
-# Without a GPU it ends with the CPU ground-truth sweep (22 runs, about 3 minutes on 2 cores): reports/cpu/results.json.
+# Without a GPU it ends with the CPU ground-truth sweep (22 runs, under a minute on 2 cores; the whole of `make verify` about 3 minutes): reports/cpu/results.json.
 verify: install
 	$(PYTHON) -m verify report
 
