@@ -4,9 +4,9 @@ doc's training benchmark traced with transformers 4.42.4's own GPT-NeoX, not the
 Run it in an environment that has transformers 4.42.4 beside this project's torch, with the project
 on PYTHONPATH (it reads verify's Tracker and CUDA model, nothing else of the project):
 
-    python -m venv --system-site-packages /tmp/tf442
-    /tmp/tf442/bin/pip install "transformers==4.42.4" "huggingface_hub<1.0" "tokenizers<0.20"
-    PYTHONPATH=. /tmp/tf442/bin/python reports/external/neox_442_trace.py
+    python -m venv --system-site-packages .venv-tf442
+    .venv-tf442/bin/pip install "transformers==4.42.4" "huggingface_hub<1.0" "tokenizers<0.20"
+    PYTHONPATH=. .venv-tf442/bin/python reports/external/neox_442_trace.py
 
 For every cell of the doc's 'Training' table it builds pythia-410m (models/pythia-410m.json) with
 from_config(torch_dtype=float16) on fake tensors and runs the benchmark's loop (verify/external.py,
