@@ -517,16 +517,8 @@ def partial_rope_forward(t, rot: int, e: int, p: int, mixed: bool, cat: bool) ->
     `cat`, concatenated with the unrotated rest into "q" and "k" (p·e each, kept). Under autocast
     the rotated part is fp32 (fp32 cos and sin): the rest is cast to fp32 for the cat, which is
     fp32 ("q cat", "k cat", 4e each, not kept: attention keeps its own casts)."""
-    pr = FP32 if mixed else p
     for x in ("q", "k"):
-        t.alloc(x + "·cos", pr * rot)
-        t.alloc(x + " neg half", p * rot // 2)
-        t.alloc(x + " rotate_half", p * rot)
-        t.free(x + " neg half")
-        t.alloc(x + " rotate_half·sin", pr * rot)
-        t.free(x + " rotate_half")
-        t.alloc(x + " roped", pr * rot)
-        t.free(x + " rotate_half·sin", x + "·cos")
+        rope_forward(t, x, rot, p, mixed)
     if cat:
         for x in ("q", "k"):
             if mixed:
