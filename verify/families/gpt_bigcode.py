@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from verify.families import gpt2
 from verify.families.blocks import FP32, attention, mlp, norm
-from verify.families.tape import Options, Training, dims, dropout_backward, dropout_forward
+from verify.families.tape import Options, Training, dims, dropout_backward, dropout_forward, softmax_forward
 
 MODEL_TYPES = ("gpt_bigcode",)
 
@@ -94,21 +94,8 @@ def eager_forward(lt, s, spec, opts: Options) -> None:
         lt.alloc("q", p * n * h)
         lt.alloc("kᵀ", p * n * h)
     lt.alloc("scores", p * sq)
-    lt.alloc("scores scaled", p * sq)
-    lt.free("scores")
-    lt.alloc("masked", stream * sq)
-    lt.free("scores scaled")
-    if p != FP32 and not mixed:
-        lt.alloc("masked fp32", FP32 * sq)
-        lt.alloc("softmax", FP32 * sq)
-        lt.free("masked fp32")
-    else:
-        lt.alloc("softmax", FP32 * sq)
-    probs = "softmax"
-    if p != FP32:
-        lt.alloc("softmax cast", p * sq)
-        probs = "softmax cast"
-    lt.free("masked")
+    softmax_forward(lt, p, sq, mixed, stream, fp32="softmax", cast="softmax cast")
+    probs = "softmax cast" if p != FP32 else "softmax"
     if opts.dropout[1] > 0:
         dropout_forward(lt, "probs", probs, sq, p)
         if p != FP32:

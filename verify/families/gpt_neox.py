@@ -23,7 +23,7 @@ from verify.families.blocks import FP32, attention, mlp, norm, rope_inv_freq
 from verify.families.tape import (Options, Training, add_into, dims, embedding_backward, gelu_fast_backward,
                                   gelu_fast_forward, layernorm_backward, layernorm_forward, layernorm_stats,
                                   linear_backward, linear_forward, partial_rope_backward, partial_rope_forward,
-                                  softmax_backward)
+                                  softmax_backward, softmax_forward)
 
 MODEL_TYPES = ("gpt_neox",)
 
@@ -151,21 +151,7 @@ def eager_core_forward(lt, B: int, n: int, h: int, sq: int, p: int, mixed: bool,
     first in half precision; kept, 4·B·a·S²) and its cast (kept), v copied for the batched
     matmul (B > 1), probs·v and the heads re-merged (kept)."""
     lt.alloc("scores", p * sq)
-    lt.alloc("scores scaled", p * sq)
-    lt.free("scores")
-    lt.alloc("masked", stream * sq)
-    lt.free("scores scaled")
-    if p != FP32 and not mixed:
-        lt.alloc("masked fp32", FP32 * sq)
-        lt.alloc("softmax fp32", FP32 * sq)
-        lt.free("masked fp32")
-        lt.alloc("softmax", p * sq)
-        lt.free("masked")
-    else:
-        lt.alloc("softmax fp32", FP32 * sq)
-        lt.free("masked")
-        if p != FP32:
-            lt.alloc("softmax", p * sq)
+    softmax_forward(lt, p, sq, mixed, stream, late_cast=True)
     if B > 1:
         lt.alloc("v", p * n * h)
     lt.alloc("probs·v", p * n * h)

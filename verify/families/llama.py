@@ -20,7 +20,8 @@ from verify.units import INDEX_BYTES, dtype_bytes
 
 from verify.families.blocks import FP32, attention, mlp, rope_inv_freq
 from verify.families.tape import (Options, Training, dims, embedding_backward, linear_backward, rmsnorm_backward,
-                                  rmsnorm_forward, rope_backward, rope_forward, softmax_backward)
+                                  rmsnorm_forward, rope_backward, rope_forward, softmax_backward,
+                                  softmax_forward)
 
 MODEL_TYPES = ("llama", "mistral", "qwen2")
 
@@ -214,21 +215,7 @@ def attention_forward(lt, s, spec) -> None:
         lt.alloc("scores", p * sq)
         if mixed and copy:
             lt.free("q cast", *(() if gqa or mqa else ("k cast",)))
-        lt.alloc("scores scaled", p * sq)
-        lt.free("scores")
-        lt.alloc("masked", stream * sq)  # the mask is in the residual stream's dtype
-        lt.free("scores scaled")
-        if p != FP32 and not mixed:  # softmax(dtype=fp32) upcasts its input first
-            lt.alloc("masked fp32", FP32 * sq)
-            lt.alloc("softmax fp32", FP32 * sq)
-            lt.free("masked fp32")
-            lt.alloc("softmax", p * sq)
-            lt.free("masked")
-        else:
-            lt.alloc("softmax fp32", FP32 * sq)
-            lt.free("masked")
-            if p != FP32:
-                lt.alloc("softmax", p * sq)
+        softmax_forward(lt, p, sq, mixed, stream, late_cast=True)
         transients.append("v proj")
         if not gqa:
             if copy:

@@ -23,7 +23,7 @@ from verify.units import INDEX_BYTES, dtype_bytes
 from verify.families.blocks import FP32, attention, mlp, norm
 from verify.families.tape import (GRAD, Options, Training, dims, dropout_backward, dropout_forward, layernorm_backward,
                                   layernorm_forward, linear_backward, linear_forward, softmax_backward,
-                                  token_embedding_backward)
+                                  softmax_forward, token_embedding_backward)
 
 MODEL_TYPES = ("opt",)
 POSITION_OFFSET = 2  # OPTLearnedPositionalEmbedding holds max_position_embeddings + 2 rows
@@ -162,21 +162,7 @@ def eager_core_forward(lt, B: int, S: int, a: int, n: int, h: int, p: int, mixed
         lt.alloc("q copy", p * n * h)
         lt.alloc("kᵀ copy", p * n * h)
     lt.alloc("scores", p * sq)
-    lt.alloc("scores scaled", p * sq)
-    lt.free("scores")
-    lt.alloc("masked", stream * sq)
-    lt.free("scores scaled")
-    if p != FP32 and not mixed:
-        lt.alloc("masked fp32", FP32 * sq)
-        lt.alloc("softmax fp32", FP32 * sq)
-        lt.free("masked fp32")
-        lt.alloc("softmax", p * sq)
-        lt.free("masked")
-    else:
-        lt.alloc("softmax fp32", FP32 * sq)
-        if p != FP32:
-            lt.alloc("softmax", p * sq)
-        lt.free("masked")
+    softmax_forward(lt, p, sq, mixed, stream)
     if B > 1:
         lt.alloc("v copy", p * n * h)
     lt.alloc("probs·v", p * n * h)

@@ -138,6 +138,32 @@ def embedding_backward(t, s, spec) -> None:
     token_embedding_backward(t, "dy", s.tied, stream * s.V * s.h)
 
 
+def softmax_forward(lt, p: int, sq: int, mixed: bool, stream: int, fp32: str = "softmax fp32", cast: str = "softmax",
+                    late_cast: bool = False) -> None:
+    """Eager attention from the scores q·kᵀ ("scores", p·sq, made by the caller) to the
+    probabilities: the scaling (p·sq), the mask added ("masked", the stream's dtype), the softmax
+    in fp32 (`fp32`, 4·sq, kept; an fp32 copy of its input first in half precision) and its cast
+    to p (`cast`, p·sq, kept), made before the masked scores go; `late_cast`: under autocast the
+    cast comes after they go (q is fp32 after RoPE there: the cast is the matmul's with v)."""
+    lt.alloc("scores scaled", p * sq)
+    lt.free("scores")
+    lt.alloc("masked", stream * sq)
+    lt.free("scores scaled")
+    if p != FP32 and not mixed:
+        lt.alloc("masked fp32", FP32 * sq)
+        lt.alloc(fp32, FP32 * sq)
+        lt.free("masked fp32")
+    else:
+        lt.alloc(fp32, FP32 * sq)
+    late = late_cast and mixed
+    if late:
+        lt.free("masked")
+    if p != FP32:
+        lt.alloc(cast, p * sq)
+    if not late:
+        lt.free("masked")
+
+
 def softmax_backward(lt, p: int, sq: int, cast: str) -> None:
     """Eager attention's softmax (run in fp32 on p-byte scores) backward, from the probabilities'
     gradient ("d probs", p·sq) to the scores' ("d softmax", p·sq): up to fp32 (freeing the kept
