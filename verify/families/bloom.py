@@ -18,7 +18,8 @@ from verify.units import INDEX_BYTES, dtype_bytes
 
 from verify.families.blocks import FP32, attention, mlp, norm
 from verify.families.tape import (Options, Training, add_into, dims, layernorm_backward, layernorm_forward,
-                                  linear_backward, linear_forward, token_embedding_backward)
+                                  layernorm_head_backward, layernorm_head_saved, linear_backward, linear_forward,
+                                  token_embedding_backward)
 
 MODEL_TYPES = ("bloom",)
 
@@ -167,11 +168,7 @@ def outside_saved(s, spec, opts: Options) -> dict[str, int]:
     (B·a×S in the stream's dtype) and the B×S×S float mask every block's recompute reads."""
     p, B, S, n, mixed, stream = dims(s, spec)
     out = {"embedding norm: input": stream * n * s.h, "embedding norm: mean": stream * n, "embedding norm: rstd": stream * n,
-           "ln_f: input": stream * n * s.h, "ln_f: mean": stream * n, "ln_f: rstd": stream * n}
-    if mixed:
-        out.update({"head input cast": p * n * s.h, "head weight copy": p * s.V * s.h})
-    else:
-        out["ln_f: out"] = p * n * s.h
+           **layernorm_head_saved(s, spec)}
     out["input ids"] = INDEX_BYTES * n
     if spec.checkpointing:
         out.update({"alibi": stream * B * s.heads * S, "attention mask": stream * B * S * S})
@@ -188,16 +185,6 @@ def forward_end(s, spec) -> dict[str, int]:
     if spec.checkpointing:
         out["L × weight copies"] = s.L * p * (4 * h * h + 2 * h * f)
     return out
-
-
-def head_backward(t, s, spec) -> None:
-    """From the logits' gradient to the last block's output's ("dy"): the tied head (the
-    embedding's first gradient, V·h·p_w; its own when untied) and ln_f."""
-    p, B, S, n, mixed, stream = dims(s, spec)
-    saved = ("head weight copy", "head input cast") if mixed else ("ln_f: out",)
-    linear_backward(t, "embedding" if s.tied else "head", s.V * s.h, "ln_f: gy", n * s.h, p, mixed, ("grad logits",),
-                    cast_input=mixed, saved=saved)
-    t.rename(layernorm_backward(t, "ln_f", "ln_f: gy", n, s.h, stream, stream, None), "dy")
 
 
 def layer_backward(t, i: int, s, spec, opts: Options) -> None:
@@ -269,5 +256,5 @@ def embedding_backward(t, s, spec) -> None:
     token_embedding_backward(t, g, s.tied, stream * s.V * s.h)
 
 
-TRAINING = Training(layer_forward, outside_saved, head_backward, layer_backward, embedding_backward, forward_end,
+TRAINING = Training(layer_forward, outside_saved, layernorm_head_backward, layer_backward, embedding_backward, forward_end,
                     gaps, options)

@@ -16,7 +16,7 @@ from verify.units import INDEX_BYTES, dtype_bytes
 
 from verify.families.blocks import FP32, attention, mlp, norm, rope_inv_freq
 from verify.families.tape import (Options, Training, dims, embedding_backward, layernorm_backward, layernorm_forward,
-                                  layernorm_stats, linear_backward, linear_forward, rope_backward, rope_forward)
+                                  layernorm_head_backward, layernorm_head_saved, layernorm_stats, linear_backward, linear_forward, rope_backward, rope_forward)
 
 MODEL_TYPES = ("falcon",)
 
@@ -262,11 +262,7 @@ def outside_saved(s, spec, opts: Options) -> dict[str, int]:
     ids and the mask every recompute reads (eager: B×S×S additive, stream's dtype; SDPA: S×S
     boolean)."""
     p, B, S, n, mixed, stream = dims(s, spec)
-    out = {"ln_f: input": stream * n * s.h, "ln_f: mean": stream * n, "ln_f: rstd": stream * n}
-    if mixed:
-        out.update({"head input cast": p * n * s.h, "head weight copy": p * s.V * s.h})
-    else:
-        out["ln_f: out"] = p * n * s.h
+    out = layernorm_head_saved(s, spec)
     out.update({"cos": stream * S * s.head_dim, "sin": stream * S * s.head_dim, "input ids": INDEX_BYTES * n})
     if spec.checkpointing:
         out["position ids"] = INDEX_BYTES * S
@@ -279,15 +275,6 @@ def forward_end(s, spec) -> dict[str, int]:
     if spec.precision != "mixed":
         return {}
     return {"ln_f output fp32": FP32 * spec.batch * spec.seq * s.h}
-
-
-def head_backward(t, s, spec) -> None:
-    """From the logits' gradient to the last layer's output's ("dy"): the head and ln_f."""
-    p, B, S, n, mixed, stream = dims(s, spec)
-    saved = ("head weight copy", "head input cast") if mixed else ("ln_f: out",)
-    linear_backward(t, "embedding" if s.tied else "head", s.V * s.h, "ln_f: gy", n * s.h, p, mixed, ("grad logits",),
-                    cast_input=mixed, saved=saved)
-    t.rename(layernorm_backward(t, "ln_f", "ln_f: gy", n, s.h, stream, stream, None), "dy")
 
 
 def layer_backward(t, i: int, s, spec, opts: Options) -> None:
@@ -485,7 +472,7 @@ def _eager_backward(lt, s, spec, opts: Options, clone: bool) -> None:
 
 
 
-TRAINING = Training(layer_forward, outside_saved, head_backward, layer_backward, embedding_backward, forward_end,
+TRAINING = Training(layer_forward, outside_saved, layernorm_head_backward, layer_backward, embedding_backward, forward_end,
                     gaps, options)
 
 

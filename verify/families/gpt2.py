@@ -21,8 +21,8 @@ from verify.units import INDEX_BYTES, dtype_bytes
 
 from verify.families.blocks import FP32, attention, mlp, norm
 from verify.families.tape import (GRAD, Options, Training, dims, dropout_backward, dropout_forward, gelu_tanh_backward,
-                                  gelu_tanh_forward, layernorm_backward, layernorm_forward, linear_backward,
-                                  linear_forward, token_embedding_backward)
+                                  gelu_tanh_forward, layernorm_backward, layernorm_forward, layernorm_head_backward,
+                                  layernorm_head_saved, linear_backward, linear_forward, token_embedding_backward)
 
 MODEL_TYPES = ("gpt2",)
 
@@ -177,11 +177,7 @@ def outside_saved(s, spec, opts: Options) -> dict[str, int]:
     embedding-dropout mask (1 byte per element), the token and position ids; with checkpointing
     and eager attention the B×S×S float mask every block's recompute reads."""
     p, B, S, n, mixed, stream = dims(s, spec)
-    out = {"ln_f: input": stream * n * s.h, "ln_f: mean": stream * n, "ln_f: rstd": stream * n}
-    if mixed:
-        out.update({"head input cast": p * n * s.h, "head weight copy": p * s.V * s.h})
-    else:
-        out["ln_f: out"] = p * n * s.h
+    out = layernorm_head_saved(s, spec)
     if opts.dropout[0] > 0:
         out["embedding dropout mask"] = n * s.h
     out.update({"input ids": INDEX_BYTES * n, "position ids": INDEX_BYTES * S})
@@ -201,16 +197,6 @@ def forward_end(s, spec) -> dict[str, int]:
     if spec.checkpointing:
         out["L × weight copies"] = s.L * p * (h * w + h * h + 2 * h * f)
     return out
-
-
-def head_backward(t, s, spec) -> None:
-    """From the logits' gradient to the last block's output's ("dy"): the head's backward (its
-    weight's gradient V·h·p_w, the embedding's first one when tied) and ln_f's."""
-    p, B, S, n, mixed, stream = dims(s, spec)
-    saved = ("head weight copy", "head input cast") if mixed else ("ln_f: out",)
-    linear_backward(t, "embedding" if s.tied else "head", s.V * s.h, "ln_f: gy", n * s.h, p, mixed, ("grad logits",),
-                    cast_input=mixed, saved=saved)
-    t.rename(layernorm_backward(t, "ln_f", "ln_f: gy", n, s.h, stream, stream, None), "dy")
 
 
 def block_backward(t, i: int, s, spec, opts: Options, kind: Block) -> None:
@@ -348,7 +334,7 @@ def options(config) -> Options:
     return Options(dropout=tuple(float(getattr(config, k, 0.0) or 0.0) for k in ("embd_pdrop", "attn_pdrop", "resid_pdrop")))
 
 
-TRAINING = Training(layer_forward, outside_saved, head_backward, layer_backward, embedding_backward, forward_end,
+TRAINING = Training(layer_forward, outside_saved, layernorm_head_backward, layer_backward, embedding_backward, forward_end,
                     options=options)
 
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from verify.families import gpt2
 from verify.families.blocks import FP32, attention, mlp, norm
-from verify.families.tape import Options, Training, dims, dropout_backward, dropout_forward, softmax_forward
+from verify.families.tape import (Options, Training, dims, dropout_backward, dropout_forward, layernorm_head_backward,
+                                  softmax_forward)
 
 MODEL_TYPES = ("gpt_bigcode",)
 
@@ -177,7 +178,7 @@ def layer_backward(t, i: int, s, spec, opts: Options) -> None:
     gpt2.block_backward(t, i, s, spec, opts, BIGCODE)
 
 
-TRAINING = Training(layer_forward, gpt2.outside_saved, gpt2.head_backward, layer_backward, gpt2.embedding_backward,
+TRAINING = Training(layer_forward, gpt2.outside_saved, layernorm_head_backward, layer_backward, gpt2.embedding_backward,
                     gpt2.forward_end, gaps, options)
 
 

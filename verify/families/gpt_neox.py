@@ -21,9 +21,9 @@ from verify.units import INDEX_BYTES, dtype_bytes
 
 from verify.families.blocks import FP32, attention, mlp, norm, rope_inv_freq
 from verify.families.tape import (Options, Training, add_into, dims, embedding_backward, gelu_fast_backward,
-                                  gelu_fast_forward, layernorm_backward, layernorm_forward, layernorm_stats,
-                                  linear_backward, linear_forward, partial_rope_backward, partial_rope_forward,
-                                  softmax_backward, softmax_forward)
+                                  gelu_fast_forward, layernorm_backward, layernorm_forward, layernorm_head_backward,
+                                  layernorm_head_saved, layernorm_stats, linear_backward, linear_forward,
+                                  partial_rope_backward, partial_rope_forward, softmax_backward, softmax_forward)
 
 MODEL_TYPES = ("gpt_neox",)
 
@@ -165,11 +165,7 @@ def outside_saved(s, spec, opts: Options) -> dict[str, int]:
     the compute dtype; fp32 under autocast); the input ids; with checkpointing the position ids
     and, for eager attention, the B×S×S mask every recompute reads."""
     p, B, S, n, mixed, stream = dims(s, spec)
-    out = {"ln_f: input": stream * n * s.h, "ln_f: mean": stream * n, "ln_f: rstd": stream * n}
-    if mixed:
-        out.update({"head input cast": p * n * s.h, "head weight copy": p * s.V * s.h})
-    else:
-        out["ln_f: out"] = p * n * s.h
+    out = layernorm_head_saved(s, spec)
     out.update({"cos": stream * S * s.rotary_dim, "sin": stream * S * s.rotary_dim, "input ids": INDEX_BYTES * n})
     if spec.checkpointing:
         out["position ids"] = INDEX_BYTES * S
@@ -188,16 +184,6 @@ def forward_end(s, spec) -> dict[str, int]:
     if spec.checkpointing:
         out["L × weight copies"] = s.L * p * (4 * h * h + 2 * h * f)
     return out
-
-
-def head_backward(t, s, spec) -> None:
-    """From the logits' gradient to the last layer's output's ("dy"): the head (embed_out) and the
-    final LayerNorm."""
-    p, B, S, n, mixed, stream = dims(s, spec)
-    saved = ("head weight copy", "head input cast") if mixed else ("ln_f: out",)
-    linear_backward(t, "embedding" if s.tied else "head", s.V * s.h, "ln_f: gy", n * s.h, p, mixed, ("grad logits",),
-                    cast_input=mixed, saved=saved)
-    t.rename(layernorm_backward(t, "ln_f", "ln_f: gy", n, s.h, stream, stream, None), "dy")
 
 
 def layer_backward(t, i: int, s, spec, opts: Options) -> None:
@@ -278,5 +264,5 @@ def eager_core_backward(lt, B: int, n: int, h: int, sq: int, p: int) -> None:
 
 
 
-TRAINING = Training(layer_forward, outside_saved, head_backward, layer_backward, embedding_backward, forward_end,
+TRAINING = Training(layer_forward, outside_saved, layernorm_head_backward, layer_backward, embedding_backward, forward_end,
                     gaps, options)

@@ -19,7 +19,8 @@ from verify.units import INDEX_BYTES, dtype_bytes
 
 from verify.families.blocks import FP32, attention, mlp, norm
 from verify.families.tape import (Options, Training, dims, embedding_backward, gelu_tanh_backward, gelu_tanh_forward,
-                                  layernorm_backward, layernorm_forward, linear_backward, linear_forward)
+                                  layernorm_backward, layernorm_forward, layernorm_head_backward, layernorm_head_saved,
+                                  linear_backward, linear_forward)
 
 MODEL_TYPES = ("gptj",)
 
@@ -174,11 +175,7 @@ def outside_saved(s, spec, opts: Options) -> dict[str, int]:
     the head's cast of it and its weight copy; the input ids; with checkpointing the position
     ids and the B×S×S float mask every recompute reads."""
     p, B, S, n, mixed, stream = dims(s, spec)
-    out = {"ln_f: input": stream * n * s.h, "ln_f: mean": stream * n, "ln_f: rstd": stream * n}
-    if mixed:
-        out.update({"head input cast": p * n * s.h, "head weight copy": p * s.V * s.h})
-    else:
-        out["ln_f: out"] = p * n * s.h
+    out = layernorm_head_saved(s, spec)
     out["input ids"] = INDEX_BYTES * n
     if spec.checkpointing:
         out["position ids"] = INDEX_BYTES * S
@@ -200,11 +197,7 @@ def forward_end(s, spec) -> dict[str, int]:
 
 def head_backward(t, s, spec) -> None:
     """From the logits' gradient to the last block's output's ("dy"): the biased head and ln_f."""
-    p, B, S, n, mixed, stream = dims(s, spec)
-    saved = ("head weight copy", "head input cast") if mixed else ("ln_f: out",)
-    linear_backward(t, "embedding" if s.tied else "head", s.V * s.h, "ln_f: gy", n * s.h, p, mixed, ("grad logits",),
-                    cast_input=mixed, saved=saved, bias=s.V)
-    t.rename(layernorm_backward(t, "ln_f", "ln_f: gy", n, s.h, stream, stream, None), "dy")
+    layernorm_head_backward(t, s, spec, bias=s.V)
 
 
 def layer_backward(t, i: int, s, spec, opts: Options) -> None:

@@ -604,6 +604,30 @@ def partial_rope_backward(t, rot: int, e: int, p: int, mixed: bool = False, last
         t.rename(x + " sum", x)
 
 
+def layernorm_head_saved(s, spec) -> dict[str, int]:
+    """A final LayerNorm ("ln_f") and the head after it at the forward/backward boundary: ln_f's
+    input, mean and 1/std (the stream's dtype) and, kept by the head, ln_f's output (pure
+    precision) or, under autocast, the head's cast of it and its weight copy (V·h·p)."""
+    p, B, S, n, mixed, stream = dims(s, spec)
+    out = {"ln_f: input": stream * n * s.h, "ln_f: mean": stream * n, "ln_f: rstd": stream * n}
+    if mixed:
+        out.update({"head input cast": p * n * s.h, "head weight copy": p * s.V * s.h})
+    else:
+        out["ln_f: out"] = p * n * s.h
+    return out
+
+
+def layernorm_head_backward(t, s, spec, bias: int = 0) -> None:
+    """From the logits' gradient to the last layer's output's ("dy"): the head's backward (its
+    weight's gradient V·h·p_w, the embedding's first one when tied; `bias` elements of bias) and
+    ln_f's."""
+    p, B, S, n, mixed, stream = dims(s, spec)
+    saved = ("head weight copy", "head input cast") if mixed else ("ln_f: out",)
+    linear_backward(t, "embedding" if s.tied else "head", s.V * s.h, "ln_f: gy", n * s.h, p, mixed, ("grad logits",),
+                    cast_input=mixed, saved=saved, bias=bias)
+    t.rename(layernorm_backward(t, "ln_f", "ln_f: gy", n, s.h, stream, stream, None), "dy")
+
+
 def layernorm_stats(t, ln: str, n: int, h: int, p: int) -> None:
     """A LayerNorm on a tensor another norm keeps already (parallel attention and MLP reading the
     same input): only its output (p·nh) and its mean and 1/std (p·n each) are new."""
