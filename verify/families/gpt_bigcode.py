@@ -25,16 +25,9 @@ MODEL_TYPES = ("gpt_bigcode",)
 
 
 def fields(config) -> dict:
-    """What a GPT-BigCode config says about its blocks, as Shape fields."""
-    h = config.n_embd
-    return {
-        "gated_mlp": False, "positions": "learned", "norm": "layernorm",
-        "attn_bias": True, "o_bias": True, "mlp_bias": True, "embed_norm": False,
-        "norms_per_layer": 2, "final_norm": True, "fused_qkv": True, "parallel_attn": False,
-        "position_rows": config.n_positions, "rotary_dim": 0, "head_bias": False, "embed_dim": h,
-        "qk_norm": False, "sliding_window": None, "ffn": config.n_inner or 4 * h, "activation": config.activation_function,
-        "kv_heads": 1 if config.multi_query else config.n_head,
-    }
+    """What a GPT-BigCode config says about its blocks, as Shape fields: GPT-2's, with one k and v
+    head under multi-query attention."""
+    return {**gpt2.fields(config), "kv_heads": 1 if config.multi_query else config.n_head}
 
 
 def params(s) -> dict[str, int]:
