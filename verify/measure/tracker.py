@@ -33,6 +33,7 @@ from contextlib import ExitStack
 
 import torch
 
+from verify.formulas.cuda import K_SMALL_SIZE, round_size
 from verify.measure.memory import Category
 from verify.torchapi import TorchDispatchMode, follow_storage_resizes, storage_key, storages, tree_leaves
 
@@ -91,11 +92,11 @@ class Tracker(TorchDispatchMode):
         self.by_cat[category] += n
         self.total += n
         if self.gpu_ops is not None:
-            r = (-n % 512 if n >= 512 else 512 - n) if n else 0  # round_size(n) - n
+            r = round_size(n) - n
             entry += [r, None]  # rounding, attached (term, bytes) extras
             self.rounding += r
             self.gpu_delta += r
-            if n > 1_048_576:
+            if n > K_SMALL_SIZE:
                 self.large_now += 1
         self._update()
 
@@ -119,7 +120,7 @@ class Tracker(TorchDispatchMode):
             if len(entry) > 4:
                 self.rounding -= entry[4]
                 self.gpu_delta -= entry[4]
-                if entry[0] > 1_048_576:
+                if entry[0] > K_SMALL_SIZE:
                     self.large_now -= 1
                 for term, b in entry[5] or ():
                     self._term(term, -b)
@@ -133,7 +134,7 @@ class Tracker(TorchDispatchMode):
         self.total += n - entry[0]
         entry[0] = n
         if len(entry) > 4 and entry[5] is None:
-            r = (-n % 512 if n >= 512 else 512 - n) if n else 0
+            r = round_size(n) - n
             self.rounding += r - entry[4]
             self.gpu_delta += r - entry[4]
             entry[4] = r
@@ -183,11 +184,11 @@ class Tracker(TorchDispatchMode):
         for entry in self.live.values():
             if len(entry) == 4:
                 n = entry[0]
-                r = (-n % 512 if n >= 512 else 512 - n) if n else 0
+                r = round_size(n) - n
                 entry += [r, None]
                 self.rounding += r
                 self.gpu_delta += r
-                self.large_now += n > 1_048_576
+                self.large_now += n > K_SMALL_SIZE
         self.gpu_peak = self.total + self.gpu_delta
         self._gpu_peak_now()
 
