@@ -383,20 +383,26 @@ def _measure_shard(spec, quiet: bool = False) -> dict:
     return r
 
 
-def cmd_shard(args) -> int:
+def _shard_spec(args, s, **fields):
+    """The ShardSpec the setting flags describe (shard and fit take the same ones; `fields`: world_size,
+    strategy, batch, seq), validated against the model's shape `s`."""
     from verify.measure.shard import ShardSpec, validate_shard
-    from verify.predict.shard import min_world_size
 
-    budget = _budget(args, required=args.min_n)
-    _, s = _model(args.model, args.allow_download)
-    spec = ShardSpec(
-        model=args.model, world_size=args.world_size, strategy=args.strategy, mode=_shard_mode(args.mode), dtype=args.dtype,
-        precision=args.precision, optimizer=args.optimizer, batch=args.batch, seq=args.seq, checkpointing=args.checkpointing,
-    )
+    spec = ShardSpec(model=args.model, mode=_shard_mode(args.mode), dtype=args.dtype, precision=args.precision,
+                     optimizer=args.optimizer, checkpointing=args.checkpointing, **fields)
     try:
         validate_shard(spec, s)
     except ValueError as e:
         raise UsageError(str(e).replace("infer", "generate")) from None
+    return spec
+
+
+def cmd_shard(args) -> int:
+    from verify.predict.shard import min_world_size
+
+    budget = _budget(args, required=args.min_n)
+    _, s = _model(args.model, args.allow_download)
+    spec = _shard_spec(args, s, world_size=args.world_size, strategy=args.strategy, batch=args.batch, seq=args.seq)
     if args.min_n:
         result = min_world_size(spec, budget.usable_bytes, lambda sp: _measure_shard(sp, args.json), reference_n=spec.world_size)
         result["gpu"] = budget.as_dict()
@@ -503,19 +509,10 @@ def _single_fit(args, s, config, batch: int, seq: int):
 
 def _sharded_fit(args, s, batch: int, seq: int):
     """(ShardSpec -> measure_shard result, the ShardSpec at B and S, attention) under --strategy."""
-    from verify.measure.shard import ShardSpec, validate_shard
-
     if args.attn is not None or args.loss != "ce" or args.new_tokens != 16:
         raise UsageError("--attn, --loss and --new-tokens are not settings of a sharded run (--world-size/--strategy): "
                          "it runs transformers' default attention, the model's cross-entropy, and the prefill alone")
-    spec = ShardSpec(model=args.model, world_size=args.world_size or 1, strategy=args.strategy or "fsdp",
-                     mode=_shard_mode(args.mode), dtype=args.dtype, precision=args.precision, optimizer=args.optimizer,
-                     batch=batch, seq=seq, checkpointing=args.checkpointing)
-    try:
-        validate_shard(spec, s)
-    except ValueError as e:
-        raise UsageError(str(e).replace("infer", "generate")) from None
-
+    spec = _shard_spec(args, s, world_size=args.world_size or 1, strategy=args.strategy or "fsdp", batch=batch, seq=seq)
     return (lambda sp: _measure_shard(sp, quiet=args.json)), spec, "transformers' default for the architecture (sharded runs)"
 
 
