@@ -213,7 +213,7 @@ def _rng_states_seen(tracker: Tracker):
 
     def get_rng_state():
         state = original()
-        tracker.add(state, Category.ACTIVATIONS if tracker.phase in tracker.forward_phases else Category.TRANSIENT)
+        tracker.add(state, tracker.default_category())
         tracker.host(state)
         return state
 

@@ -152,10 +152,11 @@ class Tracker(TorchDispatchMode):
         if self.record_live_at_gpu_peak:
             self.gpu_live_at_peak = [(e[0], e[5] is not None and any(t == HOST for t, _ in e[5])) for e in self.live.values()]
 
-    def _default_category(self) -> str:
-        return (Category.ACTIVATIONS if self.phase in self.forward_phases else Category.TRANSIENT).value
-
     # --- public API --------------------------------------------------------------------------
+
+    def default_category(self) -> str:
+        """The category of a storage allocated now: ACTIVATIONS in a forward phase, else TRANSIENT."""
+        return (Category.ACTIVATIONS if self.phase in self.forward_phases else Category.TRANSIENT).value
 
     def add(self, tensors, category: Category | str) -> None:
         """Register tensors that exist already (weights, inputs) under `category`; a storage seen
@@ -308,7 +309,7 @@ class Tracker(TorchDispatchMode):
             if isinstance(t, torch.Tensor):
                 for st in storages(t):
                     if storage_key(st) not in self.live:
-                        self._new(st, cat or (cat := self._default_category()))
+                        self._new(st, cat or (cat := self.default_category()))
         if self.gpu_ops is not None:
             handler = self.gpu_ops.get(func)
             if handler is not None:
