@@ -92,13 +92,18 @@ class Tracker(TorchDispatchMode):
         self.by_cat[category] += n
         self.total += n
         if self.gpu_ops is not None:
-            r = round_size(n) - n
-            entry += [r, None]  # rounding, attached (term, bytes) extras
-            self.rounding += r
-            self.gpu_delta += r
-            if n > K_SMALL_SIZE:
-                self.large_now += 1
+            self._book_on_gpu(entry)
         self._update()
+
+    def _book_on_gpu(self, entry: list) -> None:
+        """Extend a live storage's entry for the modelled GPU: its rounding and no attached extras yet;
+        count it in the large pool if it is above 1 MiB."""
+        n = entry[0]
+        r = round_size(n) - n
+        entry += [r, None]  # rounding, attached (term, bytes) extras
+        self.rounding += r
+        self.gpu_delta += r
+        self.large_now += n > K_SMALL_SIZE
 
     def _update(self) -> None:
         if self.total > self.peak:
@@ -184,12 +189,7 @@ class Tracker(TorchDispatchMode):
         self.gpu_ops = ops
         for entry in self.live.values():
             if len(entry) == 4:
-                n = entry[0]
-                r = round_size(n) - n
-                entry += [r, None]
-                self.rounding += r
-                self.gpu_delta += r
-                self.large_now += n > K_SMALL_SIZE
+                self._book_on_gpu(entry)
         self.gpu_peak = self.total + self.gpu_delta
         self._gpu_peak_now()
 
