@@ -190,7 +190,6 @@ class Tracker(TorchDispatchMode):
         for entry in self.live.values():
             if len(entry) == 4:
                 self._book_on_gpu(entry)
-        self.gpu_peak = self.total + self.gpu_delta
         self._gpu_peak_now()
 
     def attach(self, t, term: str, nbytes: int) -> None:
