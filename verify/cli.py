@@ -220,9 +220,10 @@ def _trace(spec, quiet: bool = False):
     return result
 
 
-def _memory_spec(args, **overrides):
-    """The MemorySpec the setting flags describe (memory and fit take the same ones)."""
-    from verify.measure.memory import MemorySpec
+def _memory_spec(args, s, **overrides):
+    """The MemorySpec the setting flags describe (memory and fit take the same ones), validated
+    against the model's shape `s`."""
+    from verify.measure.memory import MemorySpec, validate
 
     fields = dict(model=args.model, mode=args.mode, backend=getattr(args, "backend", "fake"), dtype=args.dtype,
                   precision=args.precision, optimizer=args.optimizer, batch=args.batch, seq=args.seq,
@@ -236,7 +237,12 @@ def _memory_spec(args, **overrides):
             fields["gpu_arch"] = gpus.lookup(args.gpu).arch
         except ValueError as e:
             raise UsageError(str(e)) from None
-    return MemorySpec(**{**fields, **overrides})
+    spec = MemorySpec(**{**fields, **overrides})
+    try:
+        validate(spec, s)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return spec
 
 
 def _with_attention(spec, config):
@@ -282,16 +288,11 @@ def corrected_prediction(spec, result) -> dict:
 
 
 def cmd_memory(args) -> int:
-    from verify.measure.memory import validate
     from verify.units import fmt_gb_gib
 
     budget = _budget(args)
     config, s = _model(args.model, args.allow_download)
-    spec = _memory_spec(args)
-    try:
-        validate(spec, s)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    spec = _memory_spec(args, s)
     if spec.backend == "cuda":
         from verify.measure.cuda import require_cuda
 
@@ -494,15 +495,9 @@ def cmd_fit(args) -> int:
 
 def _single_fit(args, s, config, batch: int, seq: int):
     """(spec -> measured peak, the spec at B and S, attention) of one GPU."""
-    from verify.measure.memory import validate
-
     if args.mode not in ("train", "generate"):
         raise UsageError(f"mode {args.mode!r}: fit answers for train or generate")
-    spec = _memory_spec(args, backend="fake", batch=batch, seq=seq)
-    try:
-        validate(spec, s)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    spec = _memory_spec(args, s, backend="fake", batch=batch, seq=seq)
     spec, attention = _with_attention(spec, config)
     return (lambda sp: _trace(sp, quiet=args.json).peak_bytes), spec, attention
 
