@@ -220,9 +220,10 @@ def _trace(spec, quiet: bool = False):
     return result
 
 
-def _memory_spec(args, **overrides):
-    """The MemorySpec the setting flags describe (memory and fit take the same ones)."""
-    from verify.measure.memory import MemorySpec
+def _memory_spec(args, s, **overrides):
+    """The MemorySpec the setting flags describe (memory and fit take the same ones), validated
+    against the model's shape `s`."""
+    from verify.measure.memory import MemorySpec, validate
 
     fields = dict(model=args.model, mode=args.mode, backend=getattr(args, "backend", "fake"), dtype=args.dtype,
                   precision=args.precision, optimizer=args.optimizer, batch=args.batch, seq=args.seq,
@@ -236,7 +237,12 @@ def _memory_spec(args, **overrides):
             fields["gpu_arch"] = gpus.lookup(args.gpu).arch
         except ValueError as e:
             raise UsageError(str(e)) from None
-    return MemorySpec(**{**fields, **overrides})
+    spec = MemorySpec(**{**fields, **overrides})
+    try:
+        validate(spec, s)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return spec
 
 
 def _with_attention(spec, config):
@@ -282,16 +288,11 @@ def corrected_prediction(spec, result) -> dict:
 
 
 def cmd_memory(args) -> int:
-    from verify.measure.memory import validate
     from verify.units import fmt_gb_gib
 
     budget = _budget(args)
     config, s = _model(args.model, args.allow_download)
-    spec = _memory_spec(args)
-    try:
-        validate(spec, s)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    spec = _memory_spec(args, s)
     if spec.backend == "cuda":
         from verify.measure.cuda import require_cuda
 
@@ -383,20 +384,26 @@ def _measure_shard(spec, quiet: bool = False) -> dict:
     return r
 
 
-def cmd_shard(args) -> int:
+def _shard_spec(args, s, **fields):
+    """The ShardSpec the setting flags describe (shard and fit take the same ones; `fields`: world_size,
+    strategy, batch, seq), validated against the model's shape `s`."""
     from verify.measure.shard import ShardSpec, validate_shard
-    from verify.predict.shard import min_world_size
 
-    budget = _budget(args, required=args.min_n)
-    _, s = _model(args.model, args.allow_download)
-    spec = ShardSpec(
-        model=args.model, world_size=args.world_size, strategy=args.strategy, mode=_shard_mode(args.mode), dtype=args.dtype,
-        precision=args.precision, optimizer=args.optimizer, batch=args.batch, seq=args.seq, checkpointing=args.checkpointing,
-    )
+    spec = ShardSpec(model=args.model, mode=_shard_mode(args.mode), dtype=args.dtype, precision=args.precision,
+                     optimizer=args.optimizer, checkpointing=args.checkpointing, **fields)
     try:
         validate_shard(spec, s)
     except ValueError as e:
         raise UsageError(str(e).replace("infer", "generate")) from None
+    return spec
+
+
+def cmd_shard(args) -> int:
+    from verify.predict.shard import min_world_size
+
+    budget = _budget(args, required=args.min_n)
+    _, s = _model(args.model, args.allow_download)
+    spec = _shard_spec(args, s, world_size=args.world_size, strategy=args.strategy, batch=args.batch, seq=args.seq)
     if args.min_n:
         result = min_world_size(spec, budget.usable_bytes, lambda sp: _measure_shard(sp, args.json), reference_n=spec.world_size)
         result["gpu"] = budget.as_dict()
@@ -488,34 +495,19 @@ def cmd_fit(args) -> int:
 
 def _single_fit(args, s, config, batch: int, seq: int):
     """(spec -> measured peak, the spec at B and S, attention) of one GPU."""
-    from verify.measure.memory import validate
-
     if args.mode not in ("train", "generate"):
         raise UsageError(f"mode {args.mode!r}: fit answers for train or generate")
-    spec = _memory_spec(args, backend="fake", batch=batch, seq=seq)
-    try:
-        validate(spec, s)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    spec = _memory_spec(args, s, backend="fake", batch=batch, seq=seq)
     spec, attention = _with_attention(spec, config)
     return (lambda sp: _trace(sp, quiet=args.json).peak_bytes), spec, attention
 
 
 def _sharded_fit(args, s, batch: int, seq: int):
     """(ShardSpec -> measure_shard result, the ShardSpec at B and S, attention) under --strategy."""
-    from verify.measure.shard import ShardSpec, validate_shard
-
     if args.attn is not None or args.loss != "ce" or args.new_tokens != 16:
         raise UsageError("--attn, --loss and --new-tokens are not settings of a sharded run (--world-size/--strategy): "
                          "it runs transformers' default attention, the model's cross-entropy, and the prefill alone")
-    spec = ShardSpec(model=args.model, world_size=args.world_size or 1, strategy=args.strategy or "fsdp",
-                     mode=_shard_mode(args.mode), dtype=args.dtype, precision=args.precision, optimizer=args.optimizer,
-                     batch=batch, seq=seq, checkpointing=args.checkpointing)
-    try:
-        validate_shard(spec, s)
-    except ValueError as e:
-        raise UsageError(str(e).replace("infer", "generate")) from None
-
+    spec = _shard_spec(args, s, world_size=args.world_size or 1, strategy=args.strategy or "fsdp", batch=batch, seq=seq)
     return (lambda sp: _measure_shard(sp, quiet=args.json)), spec, "transformers' default for the architecture (sharded runs)"
 
 

@@ -75,6 +75,17 @@ def storages(t) -> list:
         return list(get_untyped_storages(t))
 
 
+def storage_bytes(tensors) -> int:
+    """Bytes of the distinct storages behind `tensors` (DTensors count their local shard; None entries are skipped)."""
+    seen: dict[int, int] = {}
+    for t in tensors:
+        if t is None:
+            continue
+        for st in storages(t):
+            seen[storage_key(st)] = st.nbytes()
+    return sum(seen.values())
+
+
 @contextmanager
 def follow_storage_resizes(callback):
     """Call `callback(storage)` after every UntypedStorage.resize_ inside the block (FSDP2 frees and

@@ -41,7 +41,7 @@ from verify.measure.quant import as_on_cuda, bitsandbytes, bnb_state_tensors, cu
 from verify.measure.steps import (Hooks, autocast_context, cache_tensors, forward_step, generate_greedy, generate_hf, prepare_training,
                                   train_step)
 from verify.measure.tracker import Tracker
-from verify.torchapi import TorchDispatchMode, is_fake
+from verify.torchapi import TorchDispatchMode, is_fake, storage_bytes
 
 
 FLASH_ATTENTION = "fa2_emulated"  # our name in transformers' AttentionInterface ("flash" in it would make
@@ -127,9 +127,9 @@ def run(spec: MemorySpec, device: str = "fake", config=None, tracker: Tracker | 
     at_peak = {k: v for k, v in tracker.at_peak.items() if v}
     trainable = [p for p in model.parameters() if p.requires_grad] if spec.mode in ("train", "lora") else []
     if lora:
-        extra["lora"] = {"adapter_bytes": _storage_bytes(trainable),
-                         "frozen_bytes": _storage_bytes(p for p in model.parameters() if not p.requires_grad),
-                         "quant_state_bytes": _storage_bytes(quant_state)}
+        extra["lora"] = {"adapter_bytes": storage_bytes(trainable),
+                         "frozen_bytes": storage_bytes(p for p in model.parameters() if not p.requires_grad),
+                         "quant_state_bytes": storage_bytes(quant_state)}
     peak, peak_phase, terms = tracker.peak, tracker.peak_phase, {}
     if gpu:
         at = tracker.gpu_peak_at
@@ -157,14 +157,6 @@ def run(spec: MemorySpec, device: str = "fake", config=None, tracker: Tracker | 
         trainable_params=sum(p.numel() for p in trainable),
         **fields,
     )
-
-
-def _storage_bytes(tensors) -> int:
-    """Bytes of the distinct storages behind `tensors`."""
-    from verify.torchapi import storage_key, storages
-
-    seen = {storage_key(st): st.nbytes() for t in tensors for st in storages(t)}
-    return sum(seen.values())
 
 
 @contextlib.contextmanager
@@ -221,7 +213,7 @@ def _rng_states_seen(tracker: Tracker):
 
     def get_rng_state():
         state = original()
-        tracker.add(state, Category.ACTIVATIONS if tracker.phase in tracker.forward_phases else Category.TRANSIENT)
+        tracker.add(state, tracker.default_category())
         tracker.host(state)
         return state
 

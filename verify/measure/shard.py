@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass
 
 from verify.measure.memory import Category, common_checks, raise_first
 from verify.measure.tracker import Tracker
-from verify.torchapi import fake_mode, fake_process_group, fsdp_unsharded_buffers, local_tensor, replicate, storage_key, storages
+from verify.torchapi import fake_mode, fake_process_group, fsdp_unsharded_buffers, local_tensor, replicate, storage_bytes
 from verify.units import DEFAULT_PRECISION, torch_dtype, weight_dtype
 
 STRATEGIES = ("ddp", "fsdp", "zero2", "zero3")
@@ -84,17 +84,6 @@ def validate_shard(spec: ShardSpec, shape) -> None:
 
 
 # --- reading the sharded state --------------------------------------------------------------
-
-
-def _storage_bytes(tensors) -> int:
-    """Bytes of the distinct storages behind `tensors` (DTensors count their local shard)."""
-    seen: dict[int, int] = {}
-    for t in tensors:
-        if t is None:
-            continue
-        for st in storages(t):
-            seen[storage_key(st)] = st.nbytes()
-    return sum(seen.values())
 
 
 def param_shapes(model) -> list[tuple[int, ...]]:
@@ -171,13 +160,13 @@ def run_rank(spec: ShardSpec, mesh, device: str, mode=None, local_optimizer_step
         model.to_empty(device=device)
         ids = torch.randint(0, config.vocab_size, (spec.batch, spec.seq), device=device)
         params = list(model.parameters())
-        seen["params"] = _storage_bytes(params)
+        seen["params"] = storage_bytes(params)
         before_forward = {}
 
         def after_forward(_loss_or_cache=None):
             # beyond what was live before forward: saved activations (or KV cache), less the
             # gathered parameters FSDP still holds at this point
-            seen["activations"] = tracker.total - before_forward["total"] - _storage_bytes(fsdp_unsharded_buffers(model))
+            seen["activations"] = tracker.total - before_forward["total"] - storage_bytes(fsdp_unsharded_buffers(model))
 
         def mark(phase: str) -> None:
             if phase in ("forward", "prefill"):
@@ -194,7 +183,7 @@ def run_rank(spec: ShardSpec, mesh, device: str, mode=None, local_optimizer_step
 
             def after_backward():
                 grads = [p.grad for p in params if p.grad is not None]
-                seen["grads"] = _storage_bytes(grads)
+                seen["grads"] = storage_bytes(grads)
                 tracker.relabel(grads, Category.GRADS)
                 # when each gradient's storage was allocated (they live until zero_grad)
                 seen["grad_allocs"] = sorted(((tracker.allocated_at(p.grad) or 0), tuple(p.shape))
@@ -206,7 +195,7 @@ def run_rank(spec: ShardSpec, mesh, device: str, mode=None, local_optimizer_step
         else:
             def after_prefill(cache):
                 kv = steps.cache_tensors(cache)
-                seen["kv_cache"] = _storage_bytes(kv)
+                seen["kv_cache"] = storage_bytes(kv)
                 tracker.relabel(kv, Category.KV_CACHE)
                 after_forward()
                 seen["activations"] -= seen["kv_cache"]
@@ -296,7 +285,7 @@ class LocalShardStep:
 
 def _optimizer_state_bytes(opt) -> int:
     """Bytes of the optimizer's state tensors except step counters (host-side scalars on CUDA)."""
-    return _storage_bytes(local_tensor(v) for s in opt.state.values() for k, v in s.items() if k != "step")
+    return storage_bytes(local_tensor(v) for s in opt.state.values() for k, v in s.items() if k != "step")
 
 
 def model_facts(model_name: str) -> dict:

@@ -33,6 +33,7 @@ from contextlib import ExitStack
 
 import torch
 
+from verify.formulas.cuda import K_SMALL_SIZE, round_size
 from verify.measure.memory import Category
 from verify.torchapi import TorchDispatchMode, follow_storage_resizes, storage_key, storages, tree_leaves
 
@@ -91,13 +92,18 @@ class Tracker(TorchDispatchMode):
         self.by_cat[category] += n
         self.total += n
         if self.gpu_ops is not None:
-            r = (-n % 512 if n >= 512 else 512 - n) if n else 0  # round_size(n) - n
-            entry += [r, None]  # rounding, attached (term, bytes) extras
-            self.rounding += r
-            self.gpu_delta += r
-            if n > 1_048_576:
-                self.large_now += 1
+            self._book_on_gpu(entry)
         self._update()
+
+    def _book_on_gpu(self, entry: list) -> None:
+        """Extend a live storage's entry for the modelled GPU: its rounding and no attached extras yet;
+        count it in the large pool if it is above 1 MiB."""
+        n = entry[0]
+        r = round_size(n) - n
+        entry += [r, None]  # rounding, attached (term, bytes) extras
+        self.rounding += r
+        self.gpu_delta += r
+        self.large_now += n > K_SMALL_SIZE
 
     def _update(self) -> None:
         if self.total > self.peak:
@@ -119,7 +125,7 @@ class Tracker(TorchDispatchMode):
             if len(entry) > 4:
                 self.rounding -= entry[4]
                 self.gpu_delta -= entry[4]
-                if entry[0] > 1_048_576:
+                if entry[0] > K_SMALL_SIZE:
                     self.large_now -= 1
                 for term, b in entry[5] or ():
                     self._term(term, -b)
@@ -133,7 +139,7 @@ class Tracker(TorchDispatchMode):
         self.total += n - entry[0]
         entry[0] = n
         if len(entry) > 4 and entry[5] is None:
-            r = (-n % 512 if n >= 512 else 512 - n) if n else 0
+            r = round_size(n) - n
             self.rounding += r - entry[4]
             self.gpu_delta += r - entry[4]
             entry[4] = r
@@ -151,10 +157,11 @@ class Tracker(TorchDispatchMode):
         if self.record_live_at_gpu_peak:
             self.gpu_live_at_peak = [(e[0], e[5] is not None and any(t == HOST for t, _ in e[5])) for e in self.live.values()]
 
-    def _default_category(self) -> str:
-        return (Category.ACTIVATIONS if self.phase in self.forward_phases else Category.TRANSIENT).value
-
     # --- public API --------------------------------------------------------------------------
+
+    def default_category(self) -> str:
+        """The category of a storage allocated now: ACTIVATIONS in a forward phase, else TRANSIENT."""
+        return (Category.ACTIVATIONS if self.phase in self.forward_phases else Category.TRANSIENT).value
 
     def add(self, tensors, category: Category | str) -> None:
         """Register tensors that exist already (weights, inputs) under `category`; a storage seen
@@ -182,13 +189,7 @@ class Tracker(TorchDispatchMode):
         self.gpu_ops = ops
         for entry in self.live.values():
             if len(entry) == 4:
-                n = entry[0]
-                r = (-n % 512 if n >= 512 else 512 - n) if n else 0
-                entry += [r, None]
-                self.rounding += r
-                self.gpu_delta += r
-                self.large_now += n > 1_048_576
-        self.gpu_peak = self.total + self.gpu_delta
+                self._book_on_gpu(entry)
         self._gpu_peak_now()
 
     def attach(self, t, term: str, nbytes: int) -> None:
@@ -307,7 +308,7 @@ class Tracker(TorchDispatchMode):
             if isinstance(t, torch.Tensor):
                 for st in storages(t):
                     if storage_key(st) not in self.live:
-                        self._new(st, cat or (cat := self._default_category()))
+                        self._new(st, cat or (cat := self.default_category()))
         if self.gpu_ops is not None:
             handler = self.gpu_ops.get(func)
             if handler is not None:
