@@ -20,7 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Callable
 
-from verify.units import UNITS, fmt_bytes, fmt_rel, rel_error
+from verify.units import UNITS, fmt_bytes, fmt_gb_gib, fmt_rel, rel_error
 
 TOLERANCE = 0.02  # a gap up to this |relative error| needs no cause
 
@@ -605,7 +605,7 @@ def _link(url: str) -> str:
 
 
 def _size(nbytes) -> str:
-    return "-" if nbytes is None else f"{fmt_bytes(nbytes, 'GB')} ({fmt_bytes(nbytes, 'GiB')})"
+    return "-" if nbytes is None else fmt_gb_gib(nbytes)
 
 
 def explanation(row: dict) -> str:
