@@ -20,7 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Callable
 
-from verify.units import UNITS, fmt_bytes, fmt_rel, rel_error
+from verify.units import UNITS, fmt_bytes, fmt_gb_gib, fmt_rel, rel_error
 
 TOLERANCE = 0.02  # a gap up to this |relative error| needs no cause
 
@@ -214,6 +214,14 @@ def catalogue() -> list[Figure]:
     peft_ft = dict(model="llama3.2-3b", mode="train", dtype="bf16", precision="pure", optimizer="adamw", batch=4,
                    seq=768, attn="sdpa", checkpointing=False, gpu_arch="sm89")  # L40S
     neox = dict(model="pythia-410m", dtype="fp16", precision="pure", gpu_arch="sm86")  # RTX 3080 Ti
+    neox_doc_common = dict(
+        source="https://github.com/huggingface/transformers/blob/3e7da9f11075a6e34d572fe04d28485a3989d274/docs/"
+               "source/en/model_doc/gpt_neox.md",
+        gpu="RTX 3080 Ti 16 GB",
+        versions=SDPA_RUN,
+        published_unit="MB",
+        compare="peak",
+    )
     tune8b = dict(model="llama3-8b", mode="train", dtype="bf16", precision="pure", batch=2, seq=2048, attn="sdpa",
                   checkpointing=True)
     tune_table_common = dict(
@@ -443,83 +451,63 @@ def catalogue() -> list[Figure]:
         ),
         Figure(
             id="neox-sdpa-train-b1-s1024-eager",
-            source="https://github.com/huggingface/transformers/blob/3e7da9f11075a6e34d572fe04d28485a3989d274/docs/"
-                   "source/en/model_doc/gpt_neox.md",
             where=f"{NEOX_DOC}, section 'Using Scaled Dot Product Attention (SDPA)', table 'Training', row batch 1, "
                   "seq 1024, column 'Eager peak mem (MB)'",
             quote="| 1 | 1024 | 0.19 | 0.102 | 86.777 | 4772.36 | 2408.35 | 98.159 |",
-            gpu="RTX 3080 Ti 16 GB",
             api="torch.cuda.max_memory_allocated(device) * 1e-6 (MB = 10^6 bytes)",
-            versions=SDPA_RUN,
             published="4772.36",
-            published_unit="MB",
             covers="peak of 100 training steps of EleutherAI/pythia-410m-deduped in fp16 without an optimizer",
-            compare="peak",
             spec={**neox, "mode": "train", "optimizer": "none", "loss": "sum", "batch": 1, "seq": 1024, "attn": "eager"},
             setup=f"Steps: {TRAIN_BENCH}.",
             cause=NEOX_TRAIN_CAUSE.format(check="4,772.37 (published 4,772.36)"),
             terms=neox_train_terms(1, 1024, "eager"),
             terms_at="forward",
+            **neox_doc_common,
         ),
         Figure(
             id="neox-sdpa-train-b4-s512-sdpa",
-            source="https://github.com/huggingface/transformers/blob/3e7da9f11075a6e34d572fe04d28485a3989d274/docs/"
-                   "source/en/model_doc/gpt_neox.md",
             where=f"{NEOX_DOC}, section 'Using Scaled Dot Product Attention (SDPA)', table 'Training', row batch 4, "
                   "seq 512, column 'SDPA peak mem (MB)'",
             quote="| 4 | 512 | 0.275 | 0.187 | 47.145 | 6290.58 | 3877.29 | 62.242 |",
-            gpu="RTX 3080 Ti 16 GB",
             api="torch.cuda.max_memory_allocated(device) * 1e-6 (MB = 10^6 bytes)",
-            versions=SDPA_RUN,
             published="3877.29",
-            published_unit="MB",
             covers="peak of 100 training steps of EleutherAI/pythia-410m-deduped in fp16 without an optimizer",
-            compare="peak",
             spec={**neox, "mode": "train", "optimizer": "none", "loss": "sum", "batch": 4, "seq": 512, "attn": "sdpa"},
             setup=f"Steps: {TRAIN_BENCH}.",
             cause=NEOX_TRAIN_CAUSE.format(check="3,877.33 (published 3,877.29)"),
             terms=neox_train_terms(4, 512, "sdpa"),
             terms_at="forward",
+            **neox_doc_common,
         ),
         Figure(
             id="neox-sdpa-forward-b4-s1024-sdpa",
-            source="https://github.com/huggingface/transformers/blob/3e7da9f11075a6e34d572fe04d28485a3989d274/docs/"
-                   "source/en/model_doc/gpt_neox.md",
             where=f"{NEOX_DOC}, section 'Using Scaled Dot Product Attention (SDPA)', table 'Inference', row batch 4, "
                   "seq 1024, column 'Mem SDPA (MB)'",
             quote="| 4 | 1024 | 11.765 | 11.303 | 4.09 | 2558.96 | 2546.04 | 0.508 |",
-            gpu="RTX 3080 Ti 16 GB",
             api="torch.cuda.max_memory_allocated(device) * 1e-6 (MB = 10^6 bytes), after a warm-up call",
-            versions=SDPA_RUN,
             published="2546.04",
-            published_unit="MB",
             covers="peak of generate() of 100 new tokens from a 1024-token batch of 4 (fp16 weights, SDPA), after a warm-up generation (the id keeps its first reading)",
-            compare="peak",
             spec={**neox, "mode": "generate", "batch": 4, "seq": 1024, "new_tokens": 100, "attn": "sdpa"},
             setup=INFER_BENCH + ". Ours: an unpadded batch (our generation pads nothing; the one masked position changes no tensor's size).",
             cause=NEOX_INFER_CAUSE.format(check="2,543.46 MB (published 2,546.04)"),
             terms=neox_generate_terms(4, 1024),
             terms_at="weights",
+            **neox_doc_common,
         ),
         Figure(
             id="neox-sdpa-forward-b1-s128-sdpa",
-            source="https://github.com/huggingface/transformers/blob/3e7da9f11075a6e34d572fe04d28485a3989d274/docs/"
-                   "source/en/model_doc/gpt_neox.md",
             where=f"{NEOX_DOC}, section 'Using Scaled Dot Product Attention (SDPA)', table 'Inference', row batch 1, "
                   "seq 128, column 'Mem SDPA (MB)'",
             quote="| 1 | 128 | 6.569 | 5.858 | 12.14 | 974.831 | 974.826 | 0 |",
-            gpu="RTX 3080 Ti 16 GB",
             api="torch.cuda.max_memory_allocated(device) * 1e-6 (MB = 10^6 bytes), after a warm-up call",
-            versions=SDPA_RUN,
             published="974.826",
-            published_unit="MB",
             covers="peak of generate() of 100 new tokens from one 128-token sequence (fp16 weights, SDPA), after a warm-up generation (the id keeps its first reading)",
-            compare="peak",
             spec={**neox, "mode": "generate", "batch": 1, "seq": 128, "new_tokens": 100, "attn": "sdpa"},
             setup=INFER_BENCH + ". Ours: an unpadded batch (our generation pads nothing; the one masked position changes no tensor's size).",
             cause=NEOX_INFER_CAUSE.format(check="973.75 MB (published 974.826)"),
             terms=neox_generate_terms(1, 128),
             terms_at="weights",
+            **neox_doc_common,
         ),
     ]
 
@@ -617,7 +605,7 @@ def _link(url: str) -> str:
 
 
 def _size(nbytes) -> str:
-    return "-" if nbytes is None else f"{fmt_bytes(nbytes, 'GB')} ({fmt_bytes(nbytes, 'GiB')})"
+    return "-" if nbytes is None else fmt_gb_gib(nbytes)
 
 
 def explanation(row: dict) -> str:

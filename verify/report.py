@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from verify.units import fmt_bytes, fmt_count, fmt_rel
+from verify.units import fmt_bytes, fmt_count, fmt_gb_gib, fmt_rel
 
 
 def _bytes_rows(d: dict) -> list[tuple[str, str, str, str]]:
@@ -80,7 +80,7 @@ def fmt_value(value, unit: str) -> str:
     if unit == "params":
         return fmt_count(value)
     if unit == "bytes":
-        return f"{fmt_bytes(value, 'GB')} ({fmt_bytes(value, 'GiB')})"
+        return fmt_gb_gib(value)
     if unit in ("x", "ratio"):
         return f"{value:.3g}×" if unit == "x" else f"{value:.4g}"
     return f"{value:,.6g} {unit}".strip()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from verify.claims import Context, Verdict, judge
 from verify.formulas import shard as F
-from verify.units import GB, fmt_bytes
+from verify.units import GB, GiB, fmt_bytes
 
 GPU_SIZES_GB = (24, 40, 80, 141)  # the rule's "GPU Size in GB", as the seed counts it (its arithmetic keeps these)
 # the card each size stands for: the measured side (and DeepSpeed's estimates) compare against the
@@ -41,7 +41,7 @@ def usable_bytes(gpu_gb: float) -> int:
 
 
 def _gpu_flag(gpu_gb: float) -> str:
-    return f"--gpu {T6_GPUS[gpu_gb]}" if gpu_gb in T6_GPUS else f"--gpu-gib {gpu_gb * GB / 2**30:g}"
+    return f"--gpu {T6_GPUS[gpu_gb]}" if gpu_gb in T6_GPUS else f"--gpu-gib {gpu_gb * GB / GiB:g}"
 
 
 def _command(model: str, gpu_gb: float, fields: dict) -> str:

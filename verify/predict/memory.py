@@ -57,7 +57,7 @@ from verify.families import FAMILIES, family_of, not_in_registry
 from verify.families.tape import Options, Tape
 from verify.formulas import cuda as C
 from verify.formulas import memory as M
-from verify.units import FP32, INDEX_BYTES, dtype_bytes
+from verify.units import FP32, INDEX_BYTES, dtype_bytes, weight_bytes
 from verify.formulas.params import exact, total
 
 
@@ -159,7 +159,6 @@ def train_tape(s, spec, state: int, N: int, opts: Options) -> Tape:
     the loss's, head's, layers', embedding's backward and the foreach step. Its `highest` holds
     the moments of the peak."""
     tr = family_of(s.model_type).training
-    p = dtype_bytes(spec.dtype)
     layer = layer_saved(s, spec, opts)
     t = Tape({"state": state}, stretch="forward end")
     for i in range(s.L):
@@ -185,7 +184,7 @@ def train_tape(s, spec, state: int, N: int, opts: Options) -> Tape:
     t.free("grad loss", "loss")
     if spec.optimizer != "none":
         t.enter("optimizer step")
-        pw = FP32 if spec.precision == "mixed" else p
+        pw = weight_bytes(spec.dtype, spec.precision)
         for k, v in optimizer_transient(N, pw, spec.optimizer).items():
             t.alloc(k, v)
     return t
@@ -269,8 +268,7 @@ def predict(s, spec, T: int, opts: Options = Options()) -> Prediction:
     a model_type the registry does not cover has no closed form (ValueError)."""
     family = family_of(s.model_type)
     N = total(exact(s))
-    p = dtype_bytes(spec.dtype)
-    pw = FP32 if spec.precision == "mixed" else p
+    pw = weight_bytes(spec.dtype, spec.precision)
     out = Prediction(terms={"params": M.weights(N, pw), "buffers": family.buffers(s, pw)},
                      not_covered=covered(s, spec, opts), peak_not_covered=peak_covered(s, spec, opts))
     terms = out.terms

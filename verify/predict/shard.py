@@ -46,18 +46,19 @@ def extrapolated_peak(result: dict, world_size: int) -> int:
     pr = result["per_rank"]
     order = [tuple(s) for s in pr["grad_order"]]
 
-    def persistent(n: int, grads_live: int) -> int:
-        terms = closed_form_persistent(spec, shapes, n)
+    measured, wanted = closed_form_persistent(spec, shapes), closed_form_persistent(spec, shapes, world_size)
+
+    def persistent(terms: dict, n: int, grads_live: int) -> int:
         grads = closed_form_persistent(spec, order[:grads_live], n)["grads"] if grads_live else 0
         return terms["params"] + terms["optimizer"] + grads
 
-    ratio = closed_form_persistent(spec, shapes, world_size)["params"] / max(1, closed_form_persistent(spec, shapes)["params"])
+    ratio = wanted["params"] / max(1, measured["params"])
     best = 0
     for seg in pr["segments"]:
-        rest = seg["peak"] - persistent(spec.world_size, seg["events_before"])
+        rest = seg["peak"] - persistent(measured, spec.world_size, seg["events_before"])
         if seg["phase"] in PHASE_PER_SHARD:
             rest = math.ceil(rest * ratio)
-        best = max(best, persistent(world_size, seg["events_before"]) + rest)
+        best = max(best, persistent(wanted, world_size, seg["events_before"]) + rest)
     return best
 
 
