@@ -262,7 +262,5 @@ def eager_core_backward(lt, B: int, n: int, h: int, sq: int, p: int) -> None:
     lt.rename("dkᵀ", "dk")
 
 
-
-
 TRAINING = Training(layer_forward, outside_saved, layernorm_head_backward, layer_backward, embedding_backward, forward_end,
                     gaps, options)

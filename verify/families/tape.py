@@ -453,6 +453,8 @@ def rope_forward(t, x: str, e: int, p: int, mixed: bool) -> None:
     t.free(x + " rotate_half")
     t.alloc(x + " roped", pr * e)
     t.free(x + " rotate_half·sin", x + "·cos")
+
+
 def gelu_tanh_forward(t, x: str, out: str, e: int, p: int) -> None:
     """transformers' NewGELUActivation (gelu_new), written out: 0.5·x·(1 + tanh(√(2/π)·(x +
     0.044715·x³))) on `x` (e elements, kept): it keeps 0.5·x, the tanh and 1 + tanh, and makes

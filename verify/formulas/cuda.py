@@ -66,7 +66,8 @@ DEFAULT_ARCH = "sm90"  # what the fake backend and the predictor model unless a 
 DEFAULT_GPU = ARCHS[DEFAULT_ARCH]
 
 
-def _ceil(x: int, m: int) -> int:
+def round_up(x: int, m: int) -> int:
+    """x rounded up to a multiple of m."""
     return -(-x // m) * m
 
 
@@ -81,7 +82,7 @@ def round_size(n: int) -> int:
     nothing (no block is requested for it)."""
     if n <= 0:
         return 0
-    return max(K_MIN_BLOCK_SIZE, _ceil(n, K_MIN_BLOCK_SIZE))
+    return max(K_MIN_BLOCK_SIZE, round_up(n, K_MIN_BLOCK_SIZE))
 
 
 def allocator_rounding(sizes) -> dict[str, int]:
@@ -110,7 +111,7 @@ def whole_block_extra(n: int) -> int:
     size = round_size(n)
     if size <= K_SMALL_SIZE or size < K_MIN_LARGE_ALLOC:
         return 0  # small pool splits at >= 512 left; a 20 MiB buffer always leaves > 1 MiB
-    remaining = _ceil(size, K_ROUND_LARGE) - size
+    remaining = round_up(size, K_ROUND_LARGE) - size
     return remaining if remaining <= K_SMALL_SIZE else 0
 
 
@@ -266,9 +267,9 @@ def flash_backward_temporaries(B: int, H: int, H_kv: int, S_q: int, S_k: int, d:
 
     LLaMA-7B (MHA), B=1, S=2048, d=128: softmax_d 262,144 + dq_accum 33,554,432 = 33,816,576 bytes
     during each layer's attention backward."""
-    d8 = _ceil(d, 8)
-    d_r = _ceil(d8, 32 if d8 <= 128 else 64)
-    s_r = _ceil(S_q, 128)
+    d8 = round_up(d, 8)
+    d_r = round_up(d8, 32 if d8 <= 128 else 64)
+    s_r = round_up(S_q, 128)
     out = {"softmax_d B·H·⌈S/128⌉·128·4": B * H * s_r * FP32, "dq_accum B·⌈S/128⌉·128·H·d_r·4": B * s_r * H * d_r * FP32}
     if H_kv != H:
         out["dk, dv expanded 2·B·S·H·d·p"] = 2 * B * S_k * H * d8 * p
@@ -282,7 +283,7 @@ def efficient_lse_padding(B: int, H: int, S: int) -> dict[str, int]:
     more per call, saved for backward. Counted: yes. Deterministic: yes. Its backward's workspace
     (`Kernel::workspace_size`) is not modelled. LLaMA-7B: 0 (S a multiple of 32, and the kernel is
     not picked for bf16 without a mask)."""
-    return {"4·B·H·(⌈S/32⌉·32 − S)": FP32 * B * H * (_ceil(S, 32) - S)}
+    return {"4·B·H·(⌈S/32⌉·32 − S)": FP32 * B * H * (round_up(S, 32) - S)}
 
 
 # --- embedding backward -----------------------------------------------------------------------------
@@ -305,7 +306,7 @@ def embedding_backward_temporaries(N: int, V: int, h: int, p: int, gpu: Gpu = H1
         return {"embedding backward scratch": 0}
     segs = min(N, V)
     P = N // 10 + segs
-    warped = _ceil(h, 32)
+    warped = round_up(h, 32)
     block = min(warped, 1024)  # MAX_BLOCK_SIZE
     sum_scatter_grid = -(-segs * warped // block)
     fused = sum_scatter_grid < gpu.sms * 4 and P > sum_scatter_grid * 4

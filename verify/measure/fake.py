@@ -402,10 +402,6 @@ def cuda_ops(gpu: C.Gpu, notes: dict[str, int]) -> dict:
 # --- --attn flash: flash-attn 2 as transformers calls it, emulated -------------------------------
 
 
-def _round(x: int, m: int) -> int:
-    return -(-x // m) * m
-
-
 class FlashAttnFunc(torch.autograd.Function):
     """flash_attn.flash_attn_interface.FlashAttnFunc (Dao-AILab/flash-attention 0251105a2fb1,
     flash_attn 2.8.4) on any tensors, allocating what it allocates and nothing else.
@@ -449,7 +445,7 @@ class FlashAttnFunc(torch.autograd.Function):
         dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
         B, S_q, H, dp = q.shape
         S_k, H_kv = k.shape[1], k.shape[2]
-        s_r, d_r = _round(S_q, 128), _round(dp, 32 if dp <= 128 else 64)
+        s_r, d_r = C.round_up(S_q, 128), C.round_up(dp, 32 if dp <= 128 else 64)
         softmax_d = torch.empty(B, H, s_r, dtype=torch.float32, device=q.device)
         dq_accum = torch.empty(B, s_r, H, d_r, dtype=torch.float32, device=q.device)
         expanded = [torch.empty(B, S_k, H, dp, dtype=q.dtype, device=q.device) for _ in range(2)] if H_kv != H else []
