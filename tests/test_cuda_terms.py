@@ -240,3 +240,24 @@ def test_the_emulated_attention_returns_batch_seq_heads_dim():
     kv = torch.randn(2, 2, 10, 8, dtype=torch.bfloat16)
     out, weights = flash_attention(module, q, kv, kv, None, scaling=0.35, sliding_window=4)
     assert out.shape == (2, 10, 4, 8) and weights is None and torch.isfinite(out.float()).all()
+
+
+def test_a_storage_resized_below_one_mib_leaves_the_large_pool_and_rejoins_it_when_regrown():
+    """FSDP2 frees a gathered parameter with storage.resize_(0) and re-gathers it the same way: the
+    large-pool count (the whole-block bound's input) follows the size the storage has now, and is
+    back to zero once it is freed at either size."""
+    tracker = Tracker(follow_resizes=True)
+    tracker.model_gpu(cuda_ops(C.H100, {}))
+    with tracker:
+        x = torch.empty(2 * C.K_SMALL_SIZE, dtype=torch.uint8)
+        assert tracker.large_now == 1
+        x.untyped_storage().resize_(0)
+        assert tracker.large_now == 0
+        x.untyped_storage().resize_(2 * C.K_SMALL_SIZE)
+        assert tracker.large_now == 1
+        del x
+        assert tracker.large_now == 0
+        y = torch.empty(2 * C.K_SMALL_SIZE, dtype=torch.uint8)
+        y.untyped_storage().resize_(0)
+        del y
+        assert tracker.large_now == 0

@@ -137,6 +137,8 @@ class Tracker(TorchDispatchMode):
         n = st.nbytes()
         self.by_cat[entry[1]] += n - entry[0]
         self.total += n - entry[0]
+        if len(entry) > 4:  # the large pool counts the storage at its size now, as _free uncounts it
+            self.large_now += (n > K_SMALL_SIZE) - (entry[0] > K_SMALL_SIZE)
         entry[0] = n
         if len(entry) > 4 and entry[5] is None:
             r = round_size(n) - n
